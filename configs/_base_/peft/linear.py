@@ -1,0 +1,2 @@
+# Linear probing: the backbone stays frozen, only the head trains.
+model = dict(backbone=dict(method=dict(type='LinearProbe')))

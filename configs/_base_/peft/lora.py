@@ -1,0 +1,2 @@
+# LoRA, rank 8 on q and v of every block, no scaling (alpha = rank), as in the V-PETL benchmark.
+model = dict(backbone=dict(method=dict(type='LoRA', rank=8, alpha=8, targets=('q', 'v'))))

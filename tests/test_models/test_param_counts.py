@@ -1,0 +1,30 @@
+"""Full-size ViT-B/16 trainable counts (meta device, head excluded) equal the published ones."""
+import pytest
+import torch
+
+pytest.importorskip('mmpretrain')
+from mmengine.registry import init_default_scope  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+
+import vpetl_mm  # noqa: E402,F401
+
+
+def trainable(method, backbone=None):
+    init_default_scope('mmpretrain')
+    backbone = backbone or dict(type='VisionTransformer', arch='b', img_size=224,
+                                patch_size=16, init_cfg=None)
+    with torch.device('meta'):
+        bb = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=backbone, method=method))
+    return sum(p.numel() for p in bb.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize('method,count', [
+    (dict(type='LoRA', rank=8, targets=('q', 'v')), 294912),
+    (dict(type='Adapter', bottleneck=8), 156768),
+    (dict(type='DTL', rank=2, add_blocks=tuple(range(6, 12))), 36864),
+    (dict(type='DTL+', rank=2, add_blocks=tuple(range(6, 12)), kernel_size=3), 36864 + 6912),
+    (dict(type='LinearProbe'), 0),
+    (dict(type='FullFineTune'), 85798656),
+])
+def test_vit_b16_counts(method, count):
+    assert trainable(method) == count

@@ -1,0 +1,25 @@
+"""Narrow workarounds for the pinned OpenMMLab stack on current torch and numpy.
+
+Each one is applied at ``import vpetl_mm`` and is documented in its own module:
+
+* :mod:`.checkpoint` allow-lists, for ``torch.load(weights_only=True)``, exactly the types that
+  mmengine's own checkpoints hold, so ``--resume`` and ``load_from`` work on torch >= 2.6 while
+  the safety check stays on for everything else.
+* :mod:`.mmaction` supplies the ``mmaction.models.localizers.drn`` module that the mmaction2 1.2.0
+  wheel lacks, so ``import mmaction.models`` works.
+* :mod:`.fileio` registers the ``vpetl_atomic`` file backend: checkpoints are written to a temporary
+  file and renamed, so an interrupted save never leaves a truncated checkpoint.
+* :mod:`.dist` registers a DDP wrapper that works on CPU-only machines (gloo).
+"""
+from .checkpoint import allow_mmengine_checkpoint_types
+from .dist import CPUCompatibleDDP
+from .fileio import AtomicLocalBackend
+from .mmaction import patch_mmaction_missing_drn
+
+allow_mmengine_checkpoint_types()
+patch_mmaction_missing_drn()
+
+__all__ = [
+    'allow_mmengine_checkpoint_types', 'patch_mmaction_missing_drn',
+    'AtomicLocalBackend', 'CPUCompatibleDDP'
+]

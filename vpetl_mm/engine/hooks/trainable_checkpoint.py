@@ -1,0 +1,51 @@
+"""Save only the weights that train; check them when loading."""
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from vpetl_mm.engine.trainable import trainable_state_dict
+from vpetl_mm.models import get_peft_state
+from vpetl_mm.registry import HOOKS
+
+
+def _unwrap(model):
+    return model.module if is_model_wrapper(model) else model
+
+
+@HOOKS.register_module()
+class TrainableCheckpointHook(Hook):
+    """Keep only the trainable weights (PEFT modules, head, ...) in saved checkpoints.
+
+    The frozen backbone comes back from ``pretrained`` when the model is built, so a checkpoint
+    of a few hundred kilobytes restores the model (``tools/test.py CONFIG CKPT``) and resumes
+    training (``--resume``; optimizer and scheduler states are kept as usual). The PEFT method
+    configs are stored under ``meta['peft']``. On load, a checkpoint whose PEFT configs differ
+    from the model's raises an error instead of loading into the wrong modules.
+    """
+    priority = 'NORMAL'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = _unwrap(runner.model)
+        full = checkpoint['state_dict']
+        checkpoint['state_dict'] = trainable_state_dict(model, full)
+        checkpoint.setdefault('meta', {})['peft'] = [s.method_cfgs for s in get_peft_state(model)]
+        runner.logger.info(f'checkpoint keeps {len(checkpoint["state_dict"])} of {len(full)} '
+                           'state-dict entries (the trainable ones)')
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        saved = checkpoint.get('meta', {}).get('peft')
+        if saved is None:
+            return
+        model = _unwrap(runner.model)
+        current = [s.method_cfgs for s in get_peft_state(model)]
+        if _plain(saved) != _plain(current):
+            raise ValueError(f'the checkpoint was trained with PEFT methods {saved}, but the '
+                             f'model is configured with {current}')
+
+
+def _plain(obj):
+    """Configs compared as plain Python (tuples and lists alike)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

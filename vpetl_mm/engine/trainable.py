@@ -1,0 +1,43 @@
+"""Which weights of a model train, and how many there are."""
+from collections import OrderedDict
+from typing import Dict, List, Tuple
+
+from torch import nn
+
+
+def trainable_state_dict(model: nn.Module, state_dict: Dict = None) -> OrderedDict:
+    """The entries of ``state_dict`` (default: ``model.state_dict()``) that training changes.
+
+    These are the parameters with ``requires_grad`` and the buffers of modules that own such a
+    parameter (e.g. the running statistics of a trainable norm). Everything else is rebuilt from
+    the config and the pretrained checkpoint.
+    """
+    state_dict = model.state_dict() if state_dict is None else state_dict
+    keep = set()
+    for module_name, module in model.named_modules():
+        params = list(module.named_parameters(recurse=False))
+        if not any(p.requires_grad for _, p in params):
+            continue
+        prefix = f'{module_name}.' if module_name else ''
+        keep.update(prefix + n for n, p in params if p.requires_grad)
+        keep.update(prefix + n for n, _ in module.named_buffers(recurse=False))
+    return OrderedDict((k, v) for k, v in state_dict.items() if k in keep)
+
+
+def parameter_summary(model: nn.Module, depth: int = 1) -> List[Tuple[str, int, int]]:
+    """``(name, trainable, total)`` per module at ``depth`` (1: backbone, neck, head, ...),
+    followed by a ``'total'`` row. Shared parameters count once."""
+    rows: Dict[str, List[int]] = OrderedDict()
+    seen = set()
+    for name, param in model.named_parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        key = '.'.join(name.split('.')[:depth])
+        row = rows.setdefault(key, [0, 0])
+        row[1] += param.numel()
+        if param.requires_grad:
+            row[0] += param.numel()
+    out = [(k, t, n) for k, (t, n) in rows.items()]
+    out.append(('total', sum(r[1] for r in out), sum(r[2] for r in out)))
+    return out

@@ -1,0 +1,289 @@
+"""Backbone specs: where a PEFT method finds the roles it speaks of in a concrete backbone.
+
+A method never names a backbone's modules. It asks the spec for
+
+* the blocks, in forward order (:class:`BlockInfo`: index, stage, width, the block module and its
+  ``attn`` / ``mlp`` branch modules and norms);
+* a :class:`LinearSite` per linear role of a block: ``qkv`` (and its row slices ``q``, ``k``,
+  ``v``), ``proj``, ``fc1``, ``fc2``. A site adds registered output deltas to the linear map and
+  can fold a weight update into the frozen weight (merge);
+* block input/output hooks that see the token sequence as ``(B, N, C)`` together with its
+  :class:`TokenLayout` (prefix tokens such as cls, then a spatial or spatio-temporal grid).
+
+One spec subclass per backbone family lives in this package and is registered in
+``BACKBONE_SPECS``; :func:`get_spec` picks the one whose ``backbone_classes`` match.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vpetl_mm.registry import BACKBONE_SPECS
+
+LINEAR_ROLES = ('qkv', 'q', 'k', 'v', 'proj', 'fc1', 'fc2')
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a ``(B, N, C)`` token sequence is arranged.
+
+    Attributes:
+        num_prefix (int): leading tokens that are not part of the grid (cls, distillation, ...).
+        grid (tuple[int]): the grid of the remaining tokens, ``(H, W)`` or ``(T, H, W)``;
+            ``N == num_prefix + prod(grid)``.
+    """
+    num_prefix: int
+    grid: Tuple[int, ...]
+
+
+class LinearSite:
+    """One linear map ``y = x W^T + b`` inside a backbone, or a row slice of one.
+
+    Methods register output deltas with :meth:`add_delta`; a delta is a callable ``fn(x) -> d``
+    taking the linear's input ``x`` of shape ``(..., in_features)`` and returning ``d`` of shape
+    ``(..., len(rows))`` that is added to those output rows. How the deltas reach the forward pass
+    is the spec's business (a forward hook on an ``nn.Linear`` or a spec-patched attention
+    forward calling :meth:`apply`).
+
+    Args:
+        owner (nn.Module): module that owns the weight; new method modules are attached to it,
+            so their state-dict keys sit next to the weight's.
+        weight_name (str): attribute of ``owner`` holding the weight ``(out, in)``.
+        bias_name (str, optional): attribute holding the bias, if any.
+        rows (slice, optional): the output rows this site covers (``q``/``k``/``v`` of a fused
+            ``qkv``); ``None`` for all rows.
+        parent (LinearSite, optional): the full site a row slice belongs to.
+    """
+
+    def __init__(self, owner: nn.Module, weight_name: str = 'weight',
+                 bias_name: Optional[str] = 'bias', rows: Optional[slice] = None,
+                 parent: Optional['LinearSite'] = None):
+        self.owner = owner
+        self.weight_name = weight_name
+        self.bias_name = bias_name
+        self.parent = parent
+        full_out = getattr(owner, weight_name).shape[0]
+        self.rows = rows if rows is not None else slice(0, full_out)
+        self._deltas: List[Tuple[slice, Callable]] = []
+        self._hook = None
+
+    @property
+    def in_features(self) -> int:
+        return getattr(self.owner, self.weight_name).shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.rows.stop - self.rows.start
+
+    @property
+    def weight(self) -> Tensor:
+        """The ``(out_features, in_features)`` weight rows of this site (a view)."""
+        return getattr(self.owner, self.weight_name)[self.rows]
+
+    @property
+    def bias(self) -> Optional[Tensor]:
+        """The bias entries of this site (a view), or None when the linear has no bias."""
+        bias = getattr(self.owner, self.bias_name, None) if self.bias_name else None
+        return None if bias is None else bias[self.rows]
+
+    def root(self) -> 'LinearSite':
+        return self.parent.root() if self.parent is not None else self
+
+    def add_delta(self, fn: Callable[[Tensor], Tensor]) -> None:
+        """Add ``fn(x)`` to this site's output rows on every forward."""
+        root = self.root()
+        root._deltas.append((self.rows, fn))
+        root._on_first_delta()
+
+    def remove_delta(self, fn: Callable[[Tensor], Tensor]) -> None:
+        root = self.root()
+        root._deltas = [(r, f) for r, f in root._deltas if f is not fn]
+        if not root._deltas and root._hook is not None:
+            root._hook.remove()
+            root._hook = None
+
+    def apply(self, x: Tensor, out: Tensor) -> Tensor:
+        """Return ``out`` plus every registered delta evaluated at input ``x``."""
+        total = out.shape[-1]
+        for rows, fn in self.root()._deltas:
+            delta = fn(x)
+            if rows.start != 0 or rows.stop != total:
+                delta = F.pad(delta, (rows.start, total - rows.stop))
+            out = out + delta
+        return out
+
+    def _on_first_delta(self) -> None:
+        """Route :meth:`apply` into the forward pass (default: a hook on an ``nn.Linear``)."""
+        if self._hook is not None or not isinstance(self.owner, nn.Linear):
+            return
+
+        def hook(module, args, out):
+            return self.apply(args[0], out)
+
+        self._hook = self.owner.register_forward_hook(hook)
+
+    @torch.no_grad()
+    def merge_(self, delta_weight: Tensor, delta_bias: Optional[Tensor] = None) -> None:
+        """Add ``delta_weight`` ``(out, in)`` (and ``delta_bias``) to the frozen weight in place."""
+        weight = getattr(self.owner, self.weight_name)
+        weight[self.rows] += delta_weight.to(weight.dtype)
+        if delta_bias is not None:
+            bias = getattr(self.owner, self.bias_name, None) if self.bias_name else None
+            if bias is None:
+                raise ValueError(f'cannot merge a bias into {type(self.owner).__name__}, '
+                                 'which has no bias')
+            bias[self.rows] += delta_bias.to(bias.dtype)
+
+    def slice(self, rows: slice) -> 'LinearSite':
+        """A site over ``rows`` of this one (e.g. the ``q`` rows of ``qkv``)."""
+        start = self.rows.start + rows.start
+        return LinearSite(self.owner, self.weight_name, self.bias_name,
+                          slice(start, start + rows.stop - rows.start), parent=self)
+
+
+@dataclass
+class BlockInfo:
+    """One transformer block as a method sees it.
+
+    Attributes:
+        index (int): global block index in forward order (0-based, across stages).
+        stage (int): stage index (always 0 for plain ViTs).
+        dims (int): token width ``C`` at this block.
+        module (nn.Module): the block.
+        attn (nn.Module): module whose output is the attention branch before the residual add.
+        mlp (nn.Module): module whose output is the MLP branch before drop-path and residual add.
+        norm1, norm2 (nn.Module): the pre-attention and pre-MLP norms.
+        sites (dict): ``role -> LinearSite`` for the roles in :data:`LINEAR_ROLES`.
+    """
+    index: int
+    stage: int
+    dims: int
+    module: nn.Module
+    attn: nn.Module
+    mlp: nn.Module
+    norm1: nn.Module
+    norm2: nn.Module
+    sites: Dict[str, LinearSite] = field(default_factory=dict)
+
+
+class BackboneSpec:
+    """Base of the per-family specs; see the module docstring.
+
+    Subclasses set ``backbone_classes`` (``'package.ClassName'`` strings matched against the
+    backbone's class) and implement :meth:`_build_blocks` and :meth:`_layout`.
+    """
+    backbone_classes: Sequence[str] = ()
+    #: grid rank of the tokens: 2 for images, 3 for video
+    grid_rank: int = 2
+
+    def __init__(self, backbone: nn.Module):
+        self.backbone = backbone
+        self._input_shape: Optional[torch.Size] = None
+        backbone.register_forward_pre_hook(self._remember_input)
+        self.blocks: List[BlockInfo] = self._build_blocks()
+        self.num_stages = 1 + max(b.stage for b in self.blocks)
+
+    @classmethod
+    def matches(cls, backbone: nn.Module) -> bool:
+        for klass in type(backbone).__mro__:
+            if f'{klass.__module__.split(".")[0]}.{klass.__name__}' in cls.backbone_classes:
+                return True
+        return False
+
+    def _remember_input(self, module, args):
+        self._input_shape = args[0].shape
+
+    # -- to implement -----------------------------------------------------------------------
+    def _build_blocks(self) -> List[BlockInfo]:
+        raise NotImplementedError(f'{type(self).__name__} must list its blocks')
+
+    def _layout(self, block: BlockInfo, tokens: Tensor, args: tuple) -> TokenLayout:
+        """The layout of ``tokens`` ``(B, N, C)`` entering ``block`` called with ``args``."""
+        raise NotImplementedError(f'{type(self).__name__} must describe its token layout')
+
+    # -- block hooks ------------------------------------------------------------------------
+    def _tokens_in(self, block: BlockInfo, args: tuple) -> Tensor:
+        """The block input as ``(B, N, C)``; override for other layouts."""
+        return args[0]
+
+    def _tokens_out(self, block: BlockInfo, output, tokens: Tensor):
+        """Put ``tokens`` ``(B, N, C)`` back into the block's output structure."""
+        return tokens
+
+    def _output_tokens(self, block: BlockInfo, output) -> Tensor:
+        return output
+
+    def on_block_input(self, block: BlockInfo, fn: Callable[[Tensor, TokenLayout], None]):
+        """Call ``fn(tokens, layout)`` with every input of ``block``; returns a removable handle."""
+
+        def hook(module, args):
+            tokens = self._tokens_in(block, args)
+            fn(tokens, self._layout(block, tokens, args))
+
+        return block.module.register_forward_pre_hook(hook)
+
+    def on_block_output(self, block: BlockInfo,
+                        fn: Callable[[Tensor, TokenLayout], Tensor]):
+        """Replace the output of ``block`` by ``fn(tokens, layout)``; returns a handle."""
+        layouts = {}
+
+        def pre_hook(module, args):
+            tokens = self._tokens_in(block, args)
+            layouts['last'] = self._layout(block, tokens, args)
+
+        def hook(module, args, output):
+            tokens = self._output_tokens(block, output)
+            new = fn(tokens, layouts.pop('last'))
+            return self._tokens_out(block, output, new)
+
+        handles = [block.module.register_forward_pre_hook(pre_hook),
+                   block.module.register_forward_hook(hook)]
+        return _Handles(handles)
+
+    # -- state dict -------------------------------------------------------------------------
+    def adapt_state_dict(self, state_dict: dict) -> dict:
+        """Adjust a pretrained state dict to this backbone's configuration (default: as is)."""
+        return state_dict
+
+
+class _Handles:
+
+    def __init__(self, handles):
+        self.handles = handles
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def qkv_sites(qkv: LinearSite, dims: int) -> Dict[str, LinearSite]:
+    """The ``qkv`` site and its ``q``, ``k``, ``v`` row slices (rows ``[0,C)``, ``[C,2C)``, ``[2C,3C)``)."""
+    return dict(qkv=qkv, q=qkv.slice(slice(0, dims)), k=qkv.slice(slice(dims, 2 * dims)),
+                v=qkv.slice(slice(2 * dims, 3 * dims)))
+
+
+def grid_from_tokens(num_tokens: int, grid: Tuple[int, ...]) -> TokenLayout:
+    """Layout of ``num_tokens`` tokens whose trailing ``prod(grid)`` form ``grid``."""
+    size = 1
+    for g in grid:
+        size *= g
+    if num_tokens < size:
+        raise ValueError(f'{num_tokens} tokens cannot hold a {grid} grid')
+    return TokenLayout(num_tokens - size, tuple(grid))
+
+
+def get_spec(backbone: nn.Module, spec: Optional[str] = None) -> BackboneSpec:
+    """Build the spec for ``backbone``: the named one, or the registered one that matches."""
+    import vpetl_mm.models.specs  # noqa: F401  (registers the specs)
+    if spec is not None:
+        return BACKBONE_SPECS.get(spec)(backbone)
+    for name, cls in BACKBONE_SPECS.module_dict.items():
+        if cls.matches(backbone):
+            return cls(backbone)
+    known = sorted(c for s in BACKBONE_SPECS.module_dict.values() for c in s.backbone_classes)
+    raise TypeError(
+        f'vpetl_mm has no backbone spec for {type(backbone).__module__}.'
+        f'{type(backbone).__name__}. Specs exist for: {", ".join(known)}. '
+        'Pass spec=<name> to PEFTBackbone, or add a spec under vpetl_mm/models/specs/.')

@@ -1,0 +1,51 @@
+"""Spec for mmpretrain ``VisionTransformer`` (and subclasses such as DeiT)."""
+from vpetl_mm.registry import BACKBONE_SPECS
+
+from .base import BackboneSpec, BlockInfo, LinearSite, grid_from_tokens, qkv_sites
+
+
+@BACKBONE_SPECS.register_module()
+class MMPretrainViTSpec(BackboneSpec):
+    """mmpretrain ``VisionTransformer``: ``layers[i]`` are ``TransformerEncoderLayer``.
+
+    Per block: ``attn`` is mmpretrain's ``MultiheadAttention`` (``qkv``, ``proj`` linears), ``mlp``
+    is the FFN's ``layers`` (``fc1 = ffn.layers[0][0]``, ``fc2 = ffn.layers[1]``), before its
+    drop-path and residual. Tokens are ``[prefix (cls), H x W patches]``; the grid is the patch
+    resolution of the current input.
+    """
+    backbone_classes = ('mmpretrain.VisionTransformer', )
+
+    def _build_blocks(self):
+        self.backbone.patch_embed.register_forward_hook(self._remember_grid)
+        blocks = []
+        for i, layer in enumerate(self.backbone.layers):
+            dims = layer.embed_dims
+            sites = qkv_sites(LinearSite(layer.attn.qkv), dims)
+            sites.update(proj=LinearSite(layer.attn.proj),
+                         fc1=LinearSite(layer.ffn.layers[0][0]),
+                         fc2=LinearSite(layer.ffn.layers[1]))
+            blocks.append(BlockInfo(i, 0, dims, layer, layer.attn, layer.ffn.layers,
+                                    layer.ln1, layer.ln2, sites))
+        return blocks
+
+    def _remember_grid(self, module, args, output):
+        self._grid = tuple(output[1])  # PatchEmbed returns (tokens, (H, W))
+
+    def _layout(self, block, tokens, args):
+        return grid_from_tokens(tokens.shape[1], self._grid)
+
+    def adapt_state_dict(self, state_dict):
+        """Give the final norm to ``ln2`` when the backbone pools before norming.
+
+        With ``final_norm=False, out_type='avg_featmap'`` the backbone applies ``ln2`` to the
+        mean of the patch tokens (the pooled-token head DTL uses). A checkpoint converted from a
+        ViT with a final norm carries that norm as ``ln1``; it is the same LayerNorm, applied
+        after pooling instead of before.
+        """
+        bb = self.backbone
+        if (not bb.final_norm and bb.out_type == 'avg_featmap' and 'ln1.weight' in state_dict
+                and 'ln2.weight' not in state_dict):
+            state_dict = dict(state_dict)
+            state_dict['ln2.weight'] = state_dict.pop('ln1.weight')
+            state_dict['ln2.bias'] = state_dict.pop('ln1.bias')
+        return state_dict

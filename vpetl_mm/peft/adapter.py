@@ -1,0 +1,67 @@
+"""Adapter: a sequential bottleneck after the MLP of every block.
+
+Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019, in the single-adapter
+placement of the V-PETL benchmark (after the MLP only).
+"""
+import math
+from typing import Optional, Sequence
+
+from torch import Tensor, nn
+
+from vpetl_mm.registry import PEFT_METHODS
+
+from .base import PEFTMethod, select_blocks
+
+
+class Bottleneck(nn.Module):
+    """``x -> up(GELU(down(x)))``: ``(..., C) -> (..., C)`` through a width-``d`` bottleneck.
+
+    ``down`` keeps ``nn.Linear``'s kaiming-uniform weight with a zero bias, ``up`` starts at zero,
+    so the bottleneck outputs exactly zero at initialisation and learns from the first step.
+    """
+
+    def __init__(self, dims: int, bottleneck: int):
+        super().__init__()
+        self.down = nn.Linear(dims, bottleneck)
+        self.act = nn.GELU()
+        self.up = nn.Linear(bottleneck, dims)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.up(self.act(self.down(x)))
+
+
+@PEFT_METHODS.register_module()
+class Adapter(PEFTMethod):
+    """``m -> m + up(GELU(down(m)))`` applied to the MLP branch output ``m``.
+
+    The adapter sits inside the MLP residual branch, before drop-path:
+    ``y = h + DropPath(m + Adapter(m))`` with ``m = MLP(LN2(h))``. Its module is attached to the
+    block as ``adapter``.
+
+    The benchmark's code writes zeros into both projections, which would leave the weights at
+    zero forever (both gradients vanish); here ``down`` is kaiming-uniform and only ``up`` is zero,
+    which keeps the identity at initialisation and trains.
+
+    Args:
+        bottleneck (int): width ``d`` of the bottleneck (8 on ViT-B/16 in the benchmark).
+        blocks (sequence of int, optional): global block indices; all when ``None``.
+
+    ViT-B/16, d=8: 12 x (768 x 8 + 8 + 8 x 768 + 768) = 156,768 parameters.
+    """
+    paper = 'Houlsby et al., Parameter-Efficient Transfer Learning for NLP, ICML 2019'
+
+    def __init__(self, bottleneck: int = 8, blocks: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.bottleneck = bottleneck
+        self.blocks = blocks
+
+    def attach(self, backbone, spec):
+        for block in select_blocks(spec, self.blocks, 'Adapter blocks'):
+            adapter = Bottleneck(block.dims, self.bottleneck)
+            block.module.add_module('adapter', adapter.to(block.norm2.weight.device))
+            block.mlp.register_forward_hook(
+                lambda module, args, out, adapter=adapter: out + adapter(out))

@@ -1,0 +1,52 @@
+"""The base class of every PEFT method."""
+from typing import List, Optional, Sequence
+
+from torch import nn
+
+
+class PEFTMethod(nn.Module):
+    """A parameter-efficient method, attached once to a frozen backbone through its spec.
+
+    Life cycle: the method is built from its config (``PEFT_METHODS``), then
+    :func:`vpetl_mm.models.PEFTBackbone` freezes the backbone and calls :meth:`attach`. The method
+    adds its modules either inside the backbone (next to the weight they adapt, e.g.
+    ``layers.0.attn.qkv.lora_q``) or in itself; the method object lives at ``backbone.peft.<name>``,
+    so modules it owns get keys ``peft.<name>.*``. Parameters it creates are trainable; frozen
+    backbone parameters it wants trained (full fine-tuning, bias tuning, ...) it re-enables.
+
+    Class attributes:
+        mergeable (bool): whether :meth:`merge` folds the method exactly into the frozen weights,
+            leaving a plain backbone with the same outputs.
+        paper (str): the reference, for the generated docs.
+    """
+    mergeable: bool = False
+    paper: str = ''
+
+    def attach(self, backbone: nn.Module, spec) -> None:
+        raise NotImplementedError(f'{type(self).__name__}.attach is missing')
+
+    def begin_forward(self) -> None:
+        """Called before every backbone forward; methods with per-forward state reset it."""
+
+    def merge(self) -> None:
+        """Fold the method into the frozen weights and remove its modules and hooks."""
+        raise TypeError(f'{type(self).__name__} cannot be merged into the backbone weights: '
+                        'its update is not linear in them')
+
+
+def select_blocks(spec, blocks: Optional[Sequence[int]], key: str = 'blocks') -> List:
+    """The spec's :class:`BlockInfo` for global indices ``blocks`` (``None``: all blocks).
+
+    Negative indices count from the end. An index out of range raises a ValueError naming
+    ``key`` (the config key it came from).
+    """
+    if blocks is None:
+        return list(spec.blocks)
+    n = len(spec.blocks)
+    chosen = []
+    for i in blocks:
+        if not -n <= i < n:
+            raise ValueError(f'{key}={list(blocks)}: block {i} is out of range for a backbone '
+                             f'with {n} blocks')
+        chosen.append(spec.blocks[i % n])
+    return chosen

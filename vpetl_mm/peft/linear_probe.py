@@ -1,0 +1,17 @@
+"""Linear probing: the whole backbone stays frozen; only the task head trains."""
+from vpetl_mm.registry import PEFT_METHODS
+
+from .base import PEFTMethod
+
+
+@PEFT_METHODS.register_module()
+class LinearProbe(PEFTMethod):
+    """Train nothing in the backbone. Trivially mergeable (there is nothing to fold)."""
+    mergeable = True
+    paper = 'linear probing baseline'
+
+    def attach(self, backbone, spec):
+        pass
+
+    def merge(self):
+        pass
