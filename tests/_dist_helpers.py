@@ -1,0 +1,19 @@
+"""A hook for the distributed test: every rank dumps its trainable weights after training."""
+import os
+
+import torch
+from mmengine.dist import get_rank
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from vpetl_mm.engine import trainable_state_dict
+
+
+@HOOKS.register_module(force=True)
+class DumpTrainablePerRankHook(Hook):
+
+    def after_run(self, runner):
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        torch.save(trainable_state_dict(model),
+                   os.path.join(runner.work_dir, f'trainable_rank{get_rank()}.pth'))

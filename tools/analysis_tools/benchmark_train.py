@@ -1,0 +1,140 @@
+"""Peak training memory and step time of PEFT methods side by side (a benchmark, not a test).
+
+    python tools/analysis_tools/benchmark_train.py [--methods dtl lora full] [--batch-size 32]
+        [--steps 3] [--arch b] [--img-size 224] [--device cuda|cpu]
+
+Each method runs in its own subprocess on a freshly built ViT (mmpretrain ``VisionTransformer``,
+random weights: memory and time do not depend on their values) with a linear head, AdamW, and
+``--steps`` timed training steps after one warm-up step. Peak memory is
+``torch.cuda.max_memory_allocated`` on a GPU; on the CPU it is the process's peak resident set
+size minus the resident size right before the first step (model and input already allocated),
+i.e. what training adds: activations kept for backward, gradients and optimizer state. The table prints ratios to the last method.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+METHODS = {
+    'dtl': dict(type='DTL', rank=2, add_blocks=(6, 7, 8, 9, 10, 11)),
+    'dtl+': dict(type='DTL+', rank=2, add_blocks=(6, 7, 8, 9, 10, 11), kernel_size=3),
+    'lora': dict(type='LoRA', rank=8, targets=('q', 'v')),
+    'adapter': dict(type='Adapter', bottleneck=8),
+    'linear': dict(type='LinearProbe'),
+    'full': dict(type='FullFineTune'),
+}
+
+
+def rss_bytes():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def measure(method, args):
+    """Run in a subprocess: build, warm up, time ``args.steps`` steps; return a dict."""
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import vpetl_mm  # noqa: F401
+    init_default_scope('mmpretrain')
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    out_type = 'avg_featmap' if method.startswith('dtl') else 'cls_token'
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='vpetl_mm.PEFTBackbone',
+                      backbone=dict(type='VisionTransformer', arch=args.arch,
+                                    img_size=args.img_size, patch_size=16, out_type=out_type,
+                                    final_norm=out_type == 'cls_token', init_cfg=None),
+                      method=METHODS[method]),
+        head=dict(type='LinearClsHead', num_classes=100,
+                  in_channels=dict(b=768, s=384, l=1024).get(args.arch, 768)))).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optim = torch.optim.AdamW(params, lr=1e-4)
+    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
+    y = torch.randint(0, 100, (args.batch_size, ), device=device)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model.head.fc(model.backbone(x)[-1]), y)
+        loss.backward()
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+
+    model.train()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_bytes()
+    step()  # warm-up; also allocates gradients and the optimizer state
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    seconds = (time.perf_counter() - t0) / args.steps
+    return dict(method=method, trainable=sum(p.numel() for p in params),
+                peak_mib=peak / 2**20, step_peak_mib=(peak - base) / 2**20, step_s=seconds,
+                device=torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--methods', nargs='+', default=['dtl', 'lora', 'full'],
+                        choices=sorted(METHODS))
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--steps', type=int, default=3)
+    parser.add_argument('--arch', default='b')
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--device', default=None, help='cuda or cpu (default: cuda if present)')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.device is None:
+        import torch
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if args.worker:
+        print('RESULT ' + json.dumps(measure(args.worker, args)), flush=True)
+        return
+    rows = []
+    for method in args.methods:
+        cmd = [sys.executable, os.path.abspath(__file__), '--worker', method,
+               '--batch-size', str(args.batch_size), '--steps', str(args.steps),
+               '--arch', args.arch, '--img-size', str(args.img_size), '--device', args.device]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith('RESULT ')]
+        if out.returncode or not line:
+            raise RuntimeError(f'{method} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}')
+        rows.append(json.loads(line[0][7:]))
+        print(f'measured {method}', file=sys.stderr, flush=True)
+    ref = rows[-1]
+    mem_key = 'peak_mib' if args.device == 'cuda' else 'step_peak_mib'
+    print(f'ViT-{args.arch.upper()}/16, batch {args.batch_size}, {args.img_size}px, '
+          f'{args.steps} timed steps on {rows[0]["device"]}')
+    print(f'{"method":<10}{"trainable":>12}{"peak MiB":>12}{"x " + ref["method"]:>10}'
+          f'{"step s":>10}{"x " + ref["method"]:>10}')
+    for r in rows:
+        print(f'{r["method"]:<10}{r["trainable"]:>12,}{r[mem_key]:>12.0f}'
+              f'{r[mem_key] / ref[mem_key]:>10.2f}{r["step_s"]:>10.3f}'
+              f'{r["step_s"] / ref["step_s"]:>10.2f}')
+    if args.device != 'cuda':
+        print('(CPU: peak MiB is the resident memory training adds beyond the model and input: '
+              'activations, gradients, optimizer state)')
+
+
+if __name__ == '__main__':
+    main()
