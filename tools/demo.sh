@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install what is missing (tools/setup_env.sh, a no-op once done), then run the digits demo.
+#   tools/demo.sh [digits_demo.py options, e.g. --methods linear lora --verbose]
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+bash "$ROOT/tools/setup_env.sh"
+cd "$ROOT"
+exec "${VPETL_VENV:-$ROOT/.venv}/bin/python" tools/demo/digits_demo.py "$@"
