@@ -23,7 +23,7 @@ model = dict(
             out_type='cls_token',
             init_cfg=None),
         pretrained=pretrained,
-        method=None),
+        method=dict()),  # set by a configs/_base_/peft/*.py file
     neck=None,
     head=dict(type='LinearClsHead', num_classes=num_classes, in_channels=64,
               loss=dict(type='CrossEntropyLoss', loss_weight=1.0)),

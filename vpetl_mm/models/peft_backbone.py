@@ -115,7 +115,11 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, path: str,
 def build_method(cfg: dict):
     """Build a PEFT method from its config; unknown types name the registered ones."""
     args = copy.deepcopy(dict(cfg))
-    method_type = args.pop('type', None)
+    if 'type' not in args:
+        raise KeyError(f'PEFTBackbone method={dict(cfg)} has no type; set '
+                       "method=dict(type='LoRA', ...) (registered: "
+                       f'{sorted(PEFT_METHODS.module_dict)})')
+    method_type = args.pop('type')
     cls = PEFT_METHODS.get(method_type) if isinstance(method_type, str) else method_type
     if cls is None:
         raise KeyError(f'method type={method_type!r} is not a registered PEFT method; known: '
@@ -163,8 +167,10 @@ def PEFTBackbone(backbone: Union[dict, nn.Module],
         raise ValueError(f'{type(model).__name__} already carries a PEFT method; pass a list '
                          'to method=... to compose several')
     on_meta = any(p.is_meta for p in model.parameters())  # shape-only builds (counting)
-    if hasattr(model, 'init_weights') and not on_meta:
-        model.init_weights()  # the backbone's own init, before pretrained weights and methods
+    if hasattr(model, 'init_weights') and not on_meta and not pretrained:
+        # the backbone's own init (its init_cfg may load weights); with ``pretrained`` every
+        # weight is overwritten next, so the (verbose) random init is skipped
+        model.init_weights()
     the_spec = get_spec(model, spec)
     if pretrained:
         load_pretrained(model, the_spec, pretrained, pretrained_prefix, strict_pretrained)

@@ -32,6 +32,12 @@ class TrainableCheckpointHook(Hook):
                            'state-dict entries (the trainable ones)')
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Check the PEFT configs; complete a trainable-only state dict from the model.
+
+        mmengine calls this before loading ``checkpoint`` into the model. The frozen weights a
+        trainable-only checkpoint leaves out are filled in with the model's own (from
+        ``pretrained``), so the load is complete and reports no missing keys.
+        """
         saved = checkpoint.get('meta', {}).get('peft')
         if saved is None:
             return
@@ -40,6 +46,9 @@ class TrainableCheckpointHook(Hook):
         if _plain(saved) != _plain(current):
             raise ValueError(f'the checkpoint was trained with PEFT methods {saved}, but the '
                              f'model is configured with {current}')
+        state_dict = checkpoint['state_dict']
+        for key, value in model.state_dict().items():
+            state_dict.setdefault(key, value)
 
 
 def _plain(obj):
