@@ -47,8 +47,8 @@ val_evaluator = None
 val_cfg = None
 test_cfg = dict()
 
-optim_wrapper = dict(optimizer=dict(type='AdamW', lr=3e-3, weight_decay=1e-4))
-param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=True, T_max=20, eta_min=1e-5,
+optim_wrapper = dict(optimizer=dict(type="AdamW", lr=1e-2, weight_decay=1e-4))
+param_scheduler = [dict(type='CosineAnnealingLR', by_epoch=True, T_max=50, eta_min=1e-5,
                         convert_to_iter_based=True)]
-train_cfg = dict(by_epoch=True, max_epochs=20)
-default_hooks = dict(logger=dict(interval=50), checkpoint=dict(interval=20, max_keep_ckpts=1))
+train_cfg = dict(by_epoch=True, max_epochs=50)
+default_hooks = dict(logger=dict(interval=50), checkpoint=dict(interval=50, max_keep_ckpts=1))

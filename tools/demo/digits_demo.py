@@ -13,6 +13,7 @@
 Steps 1 and 2 are skipped when their outputs exist (``--fresh`` redoes them).
 """
 import argparse
+import io
 import logging
 import os
 import os.path as osp
@@ -45,6 +46,7 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'digits_demo'))
     parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'digits_vtab'))
     parser.add_argument('--epochs', type=int, help='override the adaptation epochs')
+    parser.add_argument('--source-epochs', type=int, help='override the source pre-training epochs')
     parser.add_argument('--fresh', action='store_true',
                         help='re-export the data and re-train the source backbone')
     parser.add_argument('--verbose', action='store_true', help='show the runner logs')
@@ -58,7 +60,7 @@ def export_data(data_root, fresh):
     src = export_digits_vtab(osp.join(data_root, 'source'), classes=range(5), shift='none',
                              train_fraction=0.9)
     tgt = export_digits_vtab(osp.join(data_root, 'target'), classes=range(5, 10),
-                             shift='invert_rotate', train_fraction=0.5)
+                             shift='invert_rotate', train_fraction=0.7)
     say(f'exported digits: source (0-4) train {src["train800val200"]} / test {src["test"]}, '
         f'target (5-9, inverted + rotated) train {tgt["train800val200"]} / test {tgt["test"]}')
 
@@ -97,10 +99,9 @@ def main(argv=None):
         say('pre-training the source backbone on digits 0-4 ...')
         t0 = time.time()
         acc, _, runner = run(SOURCE_CONFIG, osp.join(args.work_dir, 'source'), args.data_root,
-                             verbose=args.verbose)
+                             epochs=args.source_epochs, verbose=args.verbose)
         state = {k: v for k, v in runner.model.backbone.state_dict().items()
                  if not k.startswith('peft.')}
-        import io
         buffer = io.BytesIO()
         torch.save({'state_dict': state}, buffer)
         atomic_write_bytes(buffer.getvalue(), source_ckpt)
