@@ -1,0 +1,69 @@
+"""tools/model_converters/merge_peft.py: a merged checkpoint loads into the plain toolbox model."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip('mmpretrain')
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+from tools.model_converters import merge_peft  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CFG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_lora_digits.py')
+
+
+def test_merged_checkpoint_loads_without_vpetl_mm(tmp_path, tiny_pretrained):
+    import vpetl_mm
+    from mmpretrain.registry import MODELS
+    options = ['model.backbone.backbone.arch.embed_dims=32',
+               'model.backbone.backbone.arch.num_heads=2',
+               'model.backbone.backbone.arch.feedforward_channels=64',
+               'model.head.in_channels=32', f'model.backbone.pretrained={tiny_pretrained}']
+    cfg = Config.fromfile(CFG)
+    cfg.merge_from_dict({'model.backbone.backbone.arch.embed_dims': 32,
+                         'model.backbone.backbone.arch.num_heads': 2,
+                         'model.backbone.backbone.arch.feedforward_channels': 64,
+                         'model.head.in_channels': 32,
+                         'model.backbone.pretrained': tiny_pretrained})
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            p.data.normal_(0, 0.05)  # a "trained" LoRA and head
+    ckpt = tmp_path / 'trained.pth'
+    torch.save({'state_dict': vpetl_mm.engine.trainable_state_dict(model)}, ckpt)
+    out = tmp_path / 'merged.pth'
+    merge_peft.main([CFG, str(ckpt), str(out), '--cfg-options', *options])
+
+    x = torch.randn(2, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+    torch.save(x, tmp_path / 'x.pth')
+    torch.save(expected, tmp_path / 'expected.pth')
+    # a fresh interpreter that never imports vpetl_mm: the plain mmpretrain classifier
+    plain_cfg = cfg.model.copy()
+    plain_cfg.backbone = merge_peft.plain_backbone_config(cfg.model.backbone)
+    code = f'''
+import sys, torch
+from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
+init_default_scope('mmpretrain')
+model = MODELS.build({dict(plain_cfg)!r})
+sd = torch.load({str(out)!r}, weights_only=True)['state_dict']
+print(model.load_state_dict(sd, strict=True))
+model.eval()
+with torch.no_grad():
+    y = model(torch.load({str(tmp_path / 'x.pth')!r}), mode='tensor')
+diff = (y - torch.load({str(tmp_path / 'expected.pth')!r})).abs().max().item()
+assert 'vpetl_mm' not in sys.modules
+print('maxdiff', diff)
+'''
+    res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert 'All keys matched successfully' in res.stdout
+    assert float(res.stdout.split('maxdiff')[-1]) < 1e-5
