@@ -49,7 +49,14 @@ def parse_args(argv=None):
 
 
 def use_cpu_distributed(cfg):
-    """Without CUDA, run distributed jobs on gloo with a CPU-capable DDP wrapper."""
+    """Without CUDA, run distributed jobs on gloo with a CPU-capable DDP wrapper.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device`` unconditionally, so for the
+    ``pytorch`` launcher the gloo process group is created here; the runner then finds it.
+    """
+    import torch.distributed as dist
+    if cfg.launcher == 'pytorch' and not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
     cfg.env_cfg.dist_cfg.backend = 'gloo'

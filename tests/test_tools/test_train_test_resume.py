@@ -125,7 +125,7 @@ pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=(32, 32)),
             dict(type='PackInputs')]
 model = dict(
     backbone=dict(
-        backbone=dict(arch=dict(embed_dims=32, num_layers=4, num_heads=2,
+        backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=4, num_heads=2,
                                 feedforward_channels=64),
                       img_size=32, patch_size=8, drop_path_rate=0.0),
         pretrained=pretrained,

@@ -1,2 +1,3 @@
 # Full fine-tuning of every backbone weight.
-model = dict(backbone=dict(method=dict(type='FullFineTune')))
+peft_method = dict(type='FullFineTune')
+peft_backbone = dict()

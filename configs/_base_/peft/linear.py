@@ -1,2 +1,6 @@
 # Linear probing: the backbone stays frozen, only the head trains.
-model = dict(backbone=dict(method=dict(type='LinearProbe')))
+# (A peft base sets `peft_method` and `peft_backbone`; experiment configs put them into
+#  model.backbone.method and model.backbone.backbone — mmengine forbids two bases both defining
+#  `model`.)
+peft_method = dict(type='LinearProbe')
+peft_backbone = dict()

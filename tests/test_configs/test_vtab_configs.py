@@ -1,0 +1,80 @@
+"""The generated VTAB-1K configs load and carry the published hyperparameters."""
+import glob
+import os.path as osp
+
+import pytest
+
+pytest.importorskip('mmpretrain')
+from mmengine.config import Config  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
+METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
+                'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+'}
+
+
+def test_all_114_configs_exist():
+    assert len(CONFIGS) == 6 * 19
+
+
+def load(method, dataset):
+    return Config.fromfile(osp.join(ROOT, 'configs', 'vtab', f'vit-b_{method}_{dataset}.py'))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(p)[:-3] for p in CONFIGS])
+def test_config_loads_with_protocol(path):
+    cfg = Config.fromfile(path)
+    method = osp.basename(path).split('_')[1]
+    assert cfg.model.backbone.method.type == METHOD_TYPES[method]
+    assert cfg.train_dataloader.dataset.split == 'train800val200'
+    assert cfg.test_dataloader.dataset.split == 'test'
+    assert cfg.train_dataloader.dataset.data_root == cfg.test_dataloader.dataset.data_root
+    n = cfg.model.head.num_classes
+    assert cfg.train_dataloader.dataset.num_classes == n == cfg.data_preprocessor.num_classes
+    assert cfg.train_cfg.val_interval == cfg.train_cfg.max_epochs  # evaluated once, at the end
+
+
+@pytest.mark.parametrize('method,dataset,lr,wd', [
+    ('lora', 'cifar100', 0.005, 0.005), ('lora', 'dmlab', 0.009, 0.1),
+    ('adapter', 'cifar100', 0.01, 1.0), ('adapter', 'svhn', 0.001, 0.005),
+    ('linear', 'cifar100', 1e-3, 1e-4), ('linear', 'eurosat', 0.06, 0.001),
+    ('full', 'cifar100', 5e-4, 0.1), ('full', 'dtd', 1e-4, 5e-2),
+])
+def test_vpetl_hyperparameters(method, dataset, lr, wd):
+    cfg = load(method, dataset)
+    assert cfg.optim_wrapper.optimizer.lr == lr
+    assert cfg.optim_wrapper.optimizer.weight_decay == wd
+    assert cfg.train_cfg.max_epochs == 100
+
+
+@pytest.mark.parametrize('method,dataset,lr,dp,kernel', [
+    ('dtl', 'cifar100', 3e-4, 0.1, None), ('dtl', 'dsprites_loc', 1e-2, 0.0, None),
+    ('dtl+', 'dmlab', 5e-3, 0.2, 3), ('dtl+', 'patch_camelyon', 3e-3, 0.0, 4),
+])
+def test_dtl_hyperparameters(method, dataset, lr, dp, kernel):
+    cfg = load(method, dataset)
+    assert cfg.optim_wrapper.optimizer.lr == lr
+    assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    assert cfg.optim_wrapper.paramwise_cfg.bias_decay_mult == 0.0
+    assert cfg.model.backbone.backbone.drop_path_rate == dp
+    assert cfg.model.backbone.backbone.out_type == 'avg_featmap'
+    assert cfg.train_dataloader.batch_size == 32 and cfg.train_cfg.max_epochs == 110
+    assert cfg.model.backbone.method.get('kernel_size') == kernel or kernel is None
+    assert cfg.model.head.loss.type == 'CrossEntropyLoss'
+
+
+def test_label_smoothing_and_augmentation():
+    assert load('lora', 'dtd').model.head.loss.label_smooth_val == 0.1
+    assert load('lora', 'clevr_dist').model.head.loss.type == 'CrossEntropyLoss'
+    types = [t.type for t in load('adapter', 'dtd').train_dataloader.dataset.pipeline]
+    assert 'RandAugment' in types and 'RandomFlip' in types
+    types = [t.type for t in load('adapter', 'cifar100').train_dataloader.dataset.pipeline]
+    assert 'RandAugment' not in types
+
+
+def test_val200_protocol():
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'datasets', 'vtab_val200.py'))
+    assert cfg.train_dataloader.dataset.split == 'train800'
+    assert cfg.val_dataloader.dataset.split == 'val200'
+    assert cfg.test_dataloader.dataset.split == 'test'
+    assert cfg.default_hooks.checkpoint.save_best == 'accuracy/top1'
