@@ -55,12 +55,16 @@ class LinearSite:
         rows (slice, optional): the output rows this site covers (``q``/``k``/``v`` of a fused
             ``qkv``); ``None`` for all rows.
         parent (LinearSite, optional): the full site a row slice belongs to.
+        hooked (bool): route deltas through a forward hook on ``owner`` (an ``nn.Linear`` called
+            as a module). False where the spec's own forward calls :meth:`apply` because the
+            backbone uses the weight functionally.
     """
 
     def __init__(self, owner: nn.Module, weight_name: str = 'weight',
                  bias_name: Optional[str] = 'bias', rows: Optional[slice] = None,
-                 parent: Optional['LinearSite'] = None):
+                 parent: Optional['LinearSite'] = None, hooked: bool = True):
         self.owner = owner
+        self.hooked = hooked
         self.weight_name = weight_name
         self.bias_name = bias_name
         self.parent = parent
@@ -116,8 +120,11 @@ class LinearSite:
 
     def _on_first_delta(self) -> None:
         """Route :meth:`apply` into the forward pass (default: a hook on an ``nn.Linear``)."""
-        if self._hook is not None or not isinstance(self.owner, nn.Linear):
+        if self._hook is not None or not self.hooked:
             return
+        if not isinstance(self.owner, nn.Linear):
+            raise TypeError(f'cannot hook {type(self.owner).__name__}: the spec must call '
+                            'LinearSite.apply itself (hooked=False)')
 
         def hook(module, args, out):
             return self.apply(args[0], out)
@@ -140,7 +147,8 @@ class LinearSite:
         """A site over ``rows`` of this one (e.g. the ``q`` rows of ``qkv``)."""
         start = self.rows.start + rows.start
         return LinearSite(self.owner, self.weight_name, self.bias_name,
-                          slice(start, start + rows.stop - rows.start), parent=self)
+                          slice(start, start + rows.stop - rows.start), parent=self,
+                          hooked=self.hooked)
 
 
 @dataclass

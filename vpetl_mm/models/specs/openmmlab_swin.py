@@ -1,18 +1,22 @@
-"""Spec for mmpretrain ``SwinTransformer``."""
+"""Spec for the OpenMMLab ``SwinTransformer`` of mmpretrain, mmseg and mmdet (one layout)."""
 from vpetl_mm.registry import BACKBONE_SPECS
 
 from .base import BackboneSpec, BlockInfo, LinearSite, TokenLayout, qkv_sites
 
 
 @BACKBONE_SPECS.register_module()
-class MMPretrainSwinSpec(BackboneSpec):
-    """mmpretrain ``SwinTransformer``: ``stages[s].blocks[b]`` are ``SwinBlock(x, hw_shape)``.
+class OpenMMLabSwinSpec(BackboneSpec):
+    """``SwinTransformer``: ``stages[s].blocks[b]`` are ``SwinBlock(x, hw_shape)``.
+
+    mmpretrain, mmseg and mmdet share this module layout (checked against their 1.2.0 / 1.2.2 /
+    3.3.0 sources), so one spec serves the three.
 
     Per block: ``attn`` is ``ShiftWindowMSA`` whose ``w_msa`` holds the ``qkv`` and ``proj``
     linears; ``mlp`` is the FFN's ``layers``. Tokens are ``(B, H*W, C)`` with no prefix; the grid
     is the block's ``hw_shape`` argument.
     """
-    backbone_classes = ('mmpretrain.SwinTransformer', )
+    backbone_classes = ('mmpretrain.SwinTransformer', 'mmseg.SwinTransformer',
+                        'mmdet.SwinTransformer')
 
     def _build_blocks(self):
         blocks = []

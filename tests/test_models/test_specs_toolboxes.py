@@ -1,0 +1,246 @@
+"""LoRA, Adapter and DTL through the specs of the mmaction, mmseg and mmdet backbones, each
+inside its own toolbox's model (Recognizer3D, EncoderDecoder, MaskRCNN)."""
+import copy
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+from mmengine.registry import init_default_scope
+
+import vpetl_mm  # noqa: F401
+from vpetl_mm.models import get_peft_state
+
+METHODS = {
+    'LoRA': dict(type='LoRA', rank=2, alpha=4, targets=('q', 'v', 'proj', 'fc1')),
+    'Adapter': dict(type='Adapter', bottleneck=4),
+    'DTL': dict(type='DTL', rank=2, add_blocks=(-1, )),
+}
+MARKERS = {'LoRA': '.lora_', 'Adapter': '.adapter.', 'DTL': 'peft.'}
+
+
+# --- the five families ---------------------------------------------------------------------------
+def mmaction_vit():
+    backbone = dict(type='VisionTransformer', img_size=32, patch_size=8, embed_dims=32, depth=2,
+                    num_heads=2, mlp_ratio=2, num_frames=4, tubelet_size=2, qkv_bias=True,
+                    drop_path_rate=0.1, init_cfg=None)
+    head = dict(type='TimeSformerHead', num_classes=3, in_channels=32)
+    return 'mmaction', backbone, lambda b: recognizer(b, head), video_batch
+
+
+def mmaction_swin3d():
+    backbone = dict(type='SwinTransformer3D', arch=dict(embed_dims=16, depths=[2, 2],
+                                                        num_heads=[2, 2]),
+                    patch_size=(2, 4, 4), window_size=(2, 4, 4), drop_path_rate=0.1,
+                    out_indices=(1, ), init_cfg=None)
+    head = dict(type='I3DHead', num_classes=3, in_channels=32)
+    return 'mmaction', backbone, lambda b: recognizer(b, head), video_batch
+
+
+def mmseg_vit():
+    backbone = dict(type='VisionTransformer', img_size=(32, 32), patch_size=8, embed_dims=32,
+                    num_layers=2, num_heads=2, mlp_ratio=2, out_indices=(1, ),
+                    drop_path_rate=0.1, final_norm=True, init_cfg=None)
+    return 'mmseg', backbone, segmentor, seg_batch
+
+
+def mmseg_swin():
+    backbone = dict(type='SwinTransformer', pretrain_img_size=32, embed_dims=16, depths=(2, 2),
+                    num_heads=(2, 2), window_size=4, strides=(4, 2), out_indices=(1, ),
+                    drop_path_rate=0.1, init_cfg=None)
+    return 'mmseg', backbone, segmentor, seg_batch
+
+
+def mmdet_swin():
+    backbone = dict(type='SwinTransformer', pretrain_img_size=64, embed_dims=16,
+                    depths=(2, 2), num_heads=(2, 2), window_size=4, strides=(4, 2),
+                    out_indices=(0, 1), drop_path_rate=0.1, init_cfg=None)
+    return 'mmdet', backbone, detector, det_batch
+
+
+FAMILIES = {'mmaction-vit': mmaction_vit, 'mmaction-swin3d': mmaction_swin3d,
+            'mmseg-vit': mmseg_vit, 'mmseg-swin': mmseg_swin, 'mmdet-swin': mmdet_swin}
+
+
+def recognizer(backbone, head):
+    return dict(type='Recognizer3D', backbone=backbone, cls_head=head,
+                data_preprocessor=dict(type='ActionDataPreprocessor', format_shape='NCTHW'))
+
+
+def video_batch():
+    from mmaction.structures import ActionDataSample
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randint(0, 256, (1, 3, 4, 32, 32), generator=g, dtype=torch.uint8)
+              for _ in range(2)]
+    samples = [ActionDataSample().set_gt_label(i) for i in range(2)]
+    return dict(inputs=inputs, data_samples=samples), torch.randn(2, 3, 4, 32, 32)
+
+
+def segmentor(backbone):
+    return dict(type='EncoderDecoder', backbone=backbone,
+                data_preprocessor=dict(type='SegDataPreProcessor', size=(32, 32)),
+                decode_head=dict(type='FCNHead', in_channels=32, channels=8, num_convs=1,
+                                 num_classes=3, in_index=-1, concat_input=False,
+                                 norm_cfg=None))
+
+
+def seg_batch():
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randint(0, 256, (3, 32, 32), generator=g, dtype=torch.uint8)
+              for _ in range(2)]
+    samples = []
+    for _ in range(2):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 3, (1, 32, 32), generator=g))
+        s.set_metainfo(dict(img_shape=(32, 32), ori_shape=(32, 32), pad_shape=(32, 32)))
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples), torch.randn(2, 3, 32, 32)
+
+
+def detector(backbone):
+    import os.path as osp
+
+    import mmdet
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', 'mask_rcnn',
+                                   'mask-rcnn_r50_fpn_1x_coco.py')).model
+    cfg.backbone = backbone
+    cfg.neck.in_channels = [16, 32]
+    cfg.neck.out_channels = 16
+    cfg.neck.num_outs = 3
+    cfg.rpn_head.in_channels = 16
+    cfg.rpn_head.feat_channels = 16
+    cfg.rpn_head.anchor_generator.strides = [4, 8, 16]
+    cfg.roi_head.bbox_roi_extractor.out_channels = 16
+    cfg.roi_head.bbox_roi_extractor.featmap_strides = [4, 8, 16]
+    cfg.roi_head.bbox_head.in_channels = 16
+    cfg.roi_head.bbox_head.fc_out_channels = 32
+    cfg.roi_head.mask_roi_extractor.out_channels = 16
+    cfg.roi_head.mask_roi_extractor.featmap_strides = [4, 8, 16]
+    cfg.roi_head.mask_head.in_channels = 16
+    cfg.roi_head.mask_head.conv_out_channels = 16
+    cfg.data_preprocessor = dict(type='DetDataPreprocessor', pad_size_divisor=32)
+    return cfg
+
+
+def det_batch():
+    from mmdet.testing import demo_mm_inputs
+    return (demo_mm_inputs(batch_size=2, image_shapes=(3, 64, 64), num_items=[2, 2],
+                           num_classes=80, with_mask=True), torch.randn(2, 3, 64, 64))
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def setup(family, tmp_path):
+    scope, backbone_cfg, model_fn, batch_fn = FAMILIES[family]()
+    pytest.importorskip({'mmaction': 'mmaction', 'mmseg': 'mmseg', 'mmdet': 'mmdet'}[scope])
+    init_default_scope(scope)
+    from mmengine.registry import MODELS
+    torch.manual_seed(0)
+    plain = MODELS.build(copy.deepcopy(backbone_cfg))
+    for p in plain.parameters():  # "pretrained" weights, deterministic and non-trivial
+        p.data.normal_(0, 0.05) if p.dim() > 1 else p.data.uniform_(-0.1, 0.1)
+    path = tmp_path / 'pretrained.pth'
+    torch.save({'state_dict': plain.state_dict()}, path)
+    plain.eval()
+
+    def build(method):
+        wrapped = dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(backbone_cfg),
+                       pretrained=str(path), method=copy.deepcopy(method))
+        return MODELS.build(model_fn(wrapped))
+
+    return plain, build, batch_fn
+
+
+def features(backbone, x):
+    out = backbone(x)
+    out = out if isinstance(out, (tuple, list)) else [out]
+    return torch.cat([o.flatten() for o in out])
+
+
+@pytest.mark.parametrize('method', list(METHODS))
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_method_in_toolbox_model(family, method, tmp_path):
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(METHODS[method])
+    model.init_weights()
+    data, x = batch_fn()
+
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
+                                   atol=1e-6)
+
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    in_backbone = {n for n in trainable if n.startswith('backbone.')}
+    assert in_backbone and all(MARKERS[method] in n for n in in_backbone), in_backbone
+
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = set()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            p.register_hook(lambda g, n=n: grads.add(n) if g.abs().sum() > 0 else None)
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    params = dict(model.named_parameters())
+    for n, p in params.items():
+        if n not in trainable:
+            assert torch.equal(p, before[n]), f'frozen {n} changed'
+    assert grads & in_backbone, 'no method parameter received a gradient'
+    assert any(not torch.equal(params[n], before[n]) for n in in_backbone)
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_lora_merge_in_toolbox_model(family, tmp_path):
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='LoRA', rank=2, alpha=4,
+                       targets=('q', 'k', 'v', 'proj', 'fc1', 'fc2')))
+    torch.manual_seed(1)
+    for n, p in model.backbone.named_parameters():
+        if '.lora_' in n:
+            p.data.normal_(0, 0.2)
+    _, x = batch_fn()
+    model.eval()
+    with torch.no_grad():
+        unmerged = features(model.backbone, x)
+        assert (unmerged - features(plain, x)).abs().max() > 1e-4
+        get_peft_state(model)[0].merge()
+        merged = features(model.backbone, x)
+    assert (merged - unmerged).abs().max() < 1e-5
+    assert set(model.backbone.state_dict()) == set(plain.state_dict())
+
+
+@pytest.mark.parametrize('family', ['mmaction-vit', 'mmseg-vit'])
+def test_patched_attention_equals_original(family, tmp_path):
+    """The spec-installed attention forward computes what the toolbox's own forward does."""
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='LinearProbe'))
+    _, x = batch_fn()
+    model.eval()
+    attn = [b.attn for b in get_peft_state(model)[0].spec.blocks]
+    assert all('forward' in vars(a) for a in attn)  # the patched forward is installed
+    with torch.no_grad():
+        torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
+                                   atol=1e-6)
+
+
+def test_dtl_plus_refuses_video_grids(tmp_path):
+    _, build, _ = setup('mmaction-vit', tmp_path)
+    with pytest.raises(ValueError, match='2-D token grids'):
+        build(dict(type='DTL+', kernel_size=3, add_blocks=(-1, )))
+
+
+@pytest.mark.parametrize('family', ['mmseg-swin', 'mmdet-swin'])
+def test_dtl_plus_on_dense_swin(family, tmp_path):
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='DTL+', kernel_size=3, add_blocks=(2, 3)))
+    data, x = batch_fn()
+    assert set(get_peft_state(model)[0].methods['dtlplus'].fusion) == {'1'}
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
+                                   atol=1e-6)
+    model.train()
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])

@@ -1,0 +1,42 @@
+"""Spec for mmaction ``SwinTransformer3D`` (Video Swin, ``models/backbones/swin.py``)."""
+from vpetl_mm.registry import BACKBONE_SPECS
+
+from .base import BackboneSpec, BlockInfo, LinearSite, TokenLayout, qkv_sites
+
+
+@BACKBONE_SPECS.register_module()
+class MMActionSwin3DSpec(BackboneSpec):
+    """mmaction ``SwinTransformer3D``: ``layers[s].blocks[b]`` are ``SwinTransformerBlock3D``.
+
+    Blocks are called ``(x, mask_matrix)`` with ``x`` of shape ``(B, D, H, W, C)``; methods see
+    it as ``(B, D*H*W, C)`` tokens with layout ``(D, H, W)`` and their block-output result is put
+    back into 5-D. Per block: ``attn`` is ``WindowAttention3D`` (``qkv``, ``proj`` linears);
+    ``mlp`` is the ``Mlp`` (``fc1``, ``fc2``), whose output is the branch before drop-path.
+    """
+    backbone_classes = ('mmaction.SwinTransformer3D', )
+    grid_rank = 3
+
+    def _build_blocks(self):
+        blocks = []
+        for s, layer in enumerate(self.backbone.layers):
+            for block in layer.blocks:
+                dims = block.attn.qkv.in_features
+                sites = qkv_sites(LinearSite(block.attn.qkv), dims)
+                sites.update(proj=LinearSite(block.attn.proj), fc1=LinearSite(block.mlp.fc1),
+                             fc2=LinearSite(block.mlp.fc2))
+                blocks.append(BlockInfo(len(blocks), s, dims, block, block.attn, block.mlp,
+                                        block.norm1, block.norm2, sites))
+        return blocks
+
+    def _tokens_in(self, block, args):
+        x = args[0]
+        return x.reshape(x.shape[0], -1, x.shape[-1])
+
+    def _layout(self, block, tokens, args):
+        return TokenLayout(0, tuple(args[0].shape[1:4]))
+
+    def _output_tokens(self, block, output):
+        return output.reshape(output.shape[0], -1, output.shape[-1])
+
+    def _tokens_out(self, block, output, tokens):
+        return tokens.reshape(output.shape)

@@ -1,0 +1,65 @@
+"""Spec for mmaction ``VisionTransformer`` (VideoMAE style, ``models/backbones/vit_mae.py``)."""
+import types
+
+import torch
+import torch.nn.functional as F
+
+from vpetl_mm.registry import BACKBONE_SPECS
+
+from .base import BackboneSpec, BlockInfo, LinearSite, TokenLayout, qkv_sites
+
+
+def _attention_forward(self, x):
+    """mmaction ``Attention.forward`` with the qkv output routed through its site.
+
+    ``x``: ``(B, N, C)``. mmaction computes ``qkv`` with ``F.linear`` on ``self.qkv.weight`` and
+    a bias assembled from ``q_bias``, zeros and ``v_bias``, so a hook on ``self.qkv`` never fires.
+    """
+    B, N, C = x.shape
+    if hasattr(self, 'q_bias'):
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+    else:
+        bias = self.qkv.bias
+    qkv = F.linear(x, self.qkv.weight, bias)
+    qkv = self._vpetl_qkv_site.apply(x, qkv)
+    qkv = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    attn = (q * self.scale) @ k.transpose(-2, -1)
+    attn = self.attn_drop(attn.softmax(dim=-1))
+    x = (attn @ v).transpose(1, 2).reshape(B, N, -1)
+    return self.proj_drop(self.proj(x))
+
+
+@BACKBONE_SPECS.register_module()
+class MMActionViTSpec(BackboneSpec):
+    """mmaction ``VisionTransformer``: ``blocks[i]`` with ``attn`` and an FFN ``mlp``.
+
+    The attention's qkv site is served by a spec-installed forward (see
+    :func:`_attention_forward`); with no delta registered it computes exactly what mmaction does.
+    Merging touches ``qkv.weight`` only (the q/v biases live on the attention module). ``mlp`` is
+    the FFN's ``layers`` (``add_identity=False``; drop-path is applied by the block). Tokens have
+    no prefix; the grid is ``(T / tubelet, H / patch, W / patch)`` of the current input.
+    """
+    backbone_classes = ('mmaction.VisionTransformer', )
+    grid_rank = 3
+
+    def _build_blocks(self):
+        blocks = []
+        for i, block in enumerate(self.backbone.blocks):
+            attn = block.attn
+            dims = attn.embed_dims
+            qkv = LinearSite(attn.qkv, bias_name=None, hooked=False)
+            attn._vpetl_qkv_site = qkv
+            attn.forward = types.MethodType(_attention_forward, attn)
+            sites = qkv_sites(qkv, dims)
+            sites.update(proj=LinearSite(attn.proj),
+                         fc1=LinearSite(block.mlp.layers[0][0]),
+                         fc2=LinearSite(block.mlp.layers[1]))
+            blocks.append(BlockInfo(i, 0, dims, block, attn, block.mlp.layers, block.norm1,
+                                    block.norm2, sites))
+        return blocks
+
+    def _layout(self, block, tokens, args):
+        t, h, w = self._input_shape[-3:]
+        kt, kh, kw = self.backbone.patch_embed.projection.stride
+        return TokenLayout(0, (t // kt, h // kh, w // kw))

@@ -1,0 +1,82 @@
+"""Spec for mmseg ``VisionTransformer`` (``models/backbones/vit.py``)."""
+import types
+
+import torch.nn.functional as F
+
+from vpetl_mm.registry import BACKBONE_SPECS
+
+from .base import BackboneSpec, BlockInfo, LinearSite, grid_from_tokens, qkv_sites
+
+
+def _same_tensor(a, b):
+    return a is b or (a.shape == b.shape and a.stride() == b.stride()
+                      and a.data_ptr() == b.data_ptr())
+
+
+def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                 attn_mask=None, average_attn_weights=True, is_causal=False):
+    """Self-attention of ``torch.nn.MultiheadAttention`` with its projections routed through
+    the qkv and proj sites.
+
+    ``query``: ``(L, B, C)`` (mmcv's wrapper transposes batch-first inputs). mmseg's ViT calls it
+    with ``key`` and ``value`` equal to ``query`` and no masks; anything else goes to the
+    original forward, which is exact as long as no method has registered a delta.
+    """
+    qkv_site, proj_site = self._vpetl_sites
+    plain = (key_padding_mask is None and attn_mask is None and not is_causal
+             and _same_tensor(query, key) and _same_tensor(key, value)
+             and not self.batch_first and self._qkv_same_embed_dim)
+    if not plain:
+        if qkv_site.root()._deltas or proj_site.root()._deltas:
+            raise NotImplementedError('PEFT deltas on nn.MultiheadAttention support plain '
+                                      'self-attention without masks only')
+        return type(self).forward(self, query, key, value, key_padding_mask, need_weights,
+                                  attn_mask, average_attn_weights, is_causal)
+    L, B, C = query.shape
+    heads = self.num_heads
+    qkv = qkv_site.apply(query, F.linear(query, self.in_proj_weight, self.in_proj_bias))
+    q, k, v = (t.reshape(L, B * heads, C // heads).transpose(0, 1).reshape(
+        B, heads, L, C // heads) for t in qkv.chunk(3, dim=-1))
+    out = F.scaled_dot_product_attention(q, k, v,
+                                         dropout_p=self.dropout if self.training else 0.0)
+    out = out.permute(2, 0, 1, 3).reshape(L, B, C)
+    out = proj_site.apply(out, F.linear(out, self.out_proj.weight, self.out_proj.bias))
+    return out, None
+
+
+@BACKBONE_SPECS.register_module()
+class MMSegViTSpec(BackboneSpec):
+    """mmseg ``VisionTransformer``: ``layers[i]`` are ``TransformerEncoderLayer``.
+
+    The attention is mmcv's ``MultiheadAttention`` wrapping ``torch.nn.MultiheadAttention``, whose
+    fused ``in_proj_weight`` and ``out_proj`` are used functionally: the spec installs a forward on
+    the inner module (:func:`_mha_forward`) that routes both projections through their sites.
+    ``attn`` is that inner module: its output ``(out, None)`` in ``(L, B, C)`` layout is the
+    attention branch before mmcv's proj-dropout, drop-path and residual (the wrapper adds the
+    residual itself). ``mlp`` is the FFN's ``layers`` (the FFN adds the residual). Tokens are
+    ``[cls (when with_cls_token), H x W patches]``; the grid comes from the patch embedding.
+    """
+    backbone_classes = ('mmseg.VisionTransformer', )
+
+    def _build_blocks(self):
+        self.backbone.patch_embed.register_forward_hook(self._remember_grid)
+        blocks = []
+        for i, layer in enumerate(self.backbone.layers):
+            mha = layer.attn.attn
+            qkv = LinearSite(mha, 'in_proj_weight', 'in_proj_bias', hooked=False)
+            proj = LinearSite(mha.out_proj, hooked=False)
+            mha._vpetl_sites = (qkv, proj)
+            mha.forward = types.MethodType(_mha_forward, mha)
+            dims = mha.embed_dim
+            sites = qkv_sites(qkv, dims)
+            sites.update(proj=proj, fc1=LinearSite(layer.ffn.layers[0][0]),
+                         fc2=LinearSite(layer.ffn.layers[1]))
+            blocks.append(BlockInfo(i, 0, dims, layer, mha, layer.ffn.layers, layer.norm1,
+                                    layer.norm2, sites))
+        return blocks
+
+    def _remember_grid(self, module, args, output):
+        self._grid = tuple(output[1])  # mmseg PatchEmbed returns (tokens, (H, W))
+
+    def _layout(self, block, tokens, args):
+        return grid_from_tokens(tokens.shape[1], self._grid)
