@@ -1,0 +1,74 @@
+"""VTAB1k: the VTAB-1K folder / list-file layout, its errors, and the benchmark pipeline."""
+import os.path as osp
+
+import pytest
+from PIL import Image
+
+pytest.importorskip('mmpretrain')
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+from vpetl_mm.datasets import VTAB_DATASETS, VTAB1k  # noqa: E402
+from vpetl_mm.registry import DATASETS  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@pytest.fixture
+def vtab_root(tmp_path):
+    splits = {'train800': 4, 'val200': 2, 'test': 3}
+    for split, n in splits.items():
+        (tmp_path / 'images' / split).mkdir(parents=True)
+        lines = []
+        for i in range(n):
+            name = f'images/{split}/{i:06d}.jpg' if i else f'images/{split}/with space.jpg'
+            Image.new('RGB', (20, 16), (i * 40, 0, 0)).save(tmp_path / name)
+            lines.append(f'{name} {i % 3}\n')
+        (tmp_path / f'{split}.txt').write_text(''.join(lines))
+    (tmp_path / 'train800val200.txt').write_text(
+        (tmp_path / 'train800.txt').read_text() + (tmp_path / 'val200.txt').read_text())
+    return tmp_path
+
+
+def test_splits(vtab_root):
+    sizes = {s: len(VTAB1k(str(vtab_root), split=s, num_classes=3))
+             for s in ('train800', 'val200', 'train800val200', 'test')}
+    assert sizes == {'train800': 4, 'val200': 2, 'train800val200': 6, 'test': 3}
+    ds = VTAB1k(str(vtab_root), split='test', num_classes=3)
+    info = ds.get_data_info(0)
+    assert info['img_path'] == osp.join(str(vtab_root), 'images/test/with space.jpg')
+    assert [ds.get_data_info(i)['gt_label'] for i in range(3)] == [0, 1, 2]
+    assert ds.metainfo['classes'] == ('0', '1', '2')
+
+
+def test_errors_name_file_and_line(vtab_root):
+    with pytest.raises(ValueError, match='split'):
+        VTAB1k(str(vtab_root), split='train')
+    (vtab_root / 'test.txt').unlink()
+    with pytest.raises(FileNotFoundError, match='test.txt'):
+        VTAB1k(str(vtab_root), split='test')
+    (vtab_root / 'val200.txt').write_text('images/a.jpg 0\nimages/b.jpg\n')
+    with pytest.raises(ValueError, match=r'val200.txt:2'):
+        VTAB1k(str(vtab_root), split='val200')
+    (vtab_root / 'val200.txt').write_text('images/a.jpg 0\nimages/b.jpg 7\n')
+    with pytest.raises(ValueError, match=r'val200.txt:2: label 7'):
+        VTAB1k(str(vtab_root), split='val200', num_classes=3)
+
+
+def test_benchmark_pipeline_through_registry(vtab_root):
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'datasets', 'vtab.py'))
+    ds = DATASETS.build(dict(type='vpetl_mm.VTAB1k', data_root=str(vtab_root), split='test',
+                             num_classes=3, pipeline=cfg.test_pipeline))
+    packed = ds[1]
+    assert tuple(packed['inputs'].shape) == (3, 224, 224)
+    assert int(packed['data_samples'].gt_label) == 1
+    aug = DATASETS.build(dict(type='vpetl_mm.VTAB1k', data_root=str(vtab_root),
+                              split='train800', pipeline=cfg.train_pipeline_aug))
+    assert tuple(aug[0]['inputs'].shape) == (3, 224, 224)
+
+
+def test_catalogue():
+    assert len(VTAB_DATASETS) == 19
+    assert VTAB_DATASETS['cifar100'] == ('cifar', 100)
+    assert VTAB_DATASETS['smallnorb_ele'] == ('smallnorb_ele', 9)
