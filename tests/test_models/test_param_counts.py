@@ -25,6 +25,11 @@ def trainable(method, backbone=None):
     (dict(type='DTL+', rank=2, add_blocks=tuple(range(6, 12)), kernel_size=3), 36864 + 6912),
     (dict(type='LinearProbe'), 0),
     (dict(type='FullFineTune'), 85798656),
+    (dict(type='BitFit'), 102912),
+    (dict(type='LNTune'), 38400),
+    (dict(type='AdaptFormer', bottleneck=8), 175200),
+    (dict(type='AdaptFormer', bottleneck=8, input_norm=False), 156768),
+    (dict(type='PartialK', k=1), 7087872),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

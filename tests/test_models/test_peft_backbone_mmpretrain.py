@@ -28,8 +28,23 @@ METHODS = {
     'Adapter': dict(type='Adapter', bottleneck=4),
     'DTL': dict(type='DTL', rank=2, add_blocks=(2, 3)),
     'DTL+': dict(type='DTL+', rank=2, add_blocks=(2, 3), kernel_size=3),
+    'BitFit': dict(type='BitFit'),
+    'LNTune': dict(type='LNTune'),
+    'PartialK': dict(type='PartialK', k=1),
+    'AdaptFormer': dict(type='AdaptFormer', bottleneck=4),
 }
-ZERO_INIT = ('LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTL+')
+ZERO_INIT = tuple(METHODS)  # every method here leaves the output unchanged at initialisation
+# which backbone parameters each method may train
+OWNS = {
+    'LoRA': lambda n: '.lora_' in n,
+    'Adapter': lambda n: '.adapter.' in n,
+    'DTL': lambda n: '.peft.' in n,
+    'DTL+': lambda n: '.peft.' in n,
+    'BitFit': lambda n: 'bias' in n.rsplit('.', 1)[-1],
+    'LNTune': lambda n: any(k in n for k in ('.ln', '.norm')),
+    'PartialK': lambda n: n.startswith(('backbone.layers.3.', 'backbone.stages.1.blocks.1.')),
+    'AdaptFormer': lambda n: '.adaptformer.' in n,
+}
 
 
 def out_dims(backbone):
@@ -102,9 +117,8 @@ def test_attach_identity_train_step(tmp_path, backbone_cfg, method):
         assert backbone_trainable == {n for n, _ in model.backbone.named_parameters(
             prefix='backbone')}
     else:
-        marker = {'LoRA': '.lora_', 'Adapter': '.adapter.', 'DTL': 'peft.', 'DTL+': 'peft.'}
         assert backbone_trainable
-        assert all(marker[method] in n for n in backbone_trainable), backbone_trainable
+        assert all(OWNS[method](n) for n in backbone_trainable), backbone_trainable
 
     # one train_step: finite loss, grads only where trainable, frozen weights bit-identical
     model.train()

@@ -14,8 +14,18 @@ METHODS = {
     'LoRA': dict(type='LoRA', rank=2, alpha=4, targets=('q', 'v', 'proj', 'fc1')),
     'Adapter': dict(type='Adapter', bottleneck=4),
     'DTL': dict(type='DTL', rank=2, add_blocks=(-1, )),
+    'BitFit': dict(type='BitFit'),
+    'LNTune': dict(type='LNTune'),
+    'AdaptFormer': dict(type='AdaptFormer', bottleneck=4),
 }
-MARKERS = {'LoRA': '.lora_', 'Adapter': '.adapter.', 'DTL': 'peft.'}
+OWNS = {
+    'LoRA': lambda n: '.lora_' in n,
+    'Adapter': lambda n: '.adapter.' in n,
+    'DTL': lambda n: 'peft.' in n,
+    'BitFit': lambda n: 'bias' in n.rsplit('.', 1)[-1],
+    'LNTune': lambda n: 'norm' in n or '.ln' in n,
+    'AdaptFormer': lambda n: '.adaptformer.' in n,
+}
 
 
 # --- the five families ---------------------------------------------------------------------------
@@ -173,7 +183,7 @@ def test_method_in_toolbox_model(family, method, tmp_path):
 
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     in_backbone = {n for n in trainable if n.startswith('backbone.')}
-    assert in_backbone and all(MARKERS[method] in n for n in in_backbone), in_backbone
+    assert in_backbone and all(OWNS[method](n) for n in in_backbone), in_backbone
 
     model.train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

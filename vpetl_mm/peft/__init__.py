@@ -1,9 +1,16 @@
 """PEFT methods, one module per method, registered in ``vpetl_mm.registry.PEFT_METHODS``."""
 from .adapter import Adapter
+from .adaptformer import AdaptFormer
 from .base import PEFTMethod
+from .bitfit import BitFit
 from .dtl import DTL, DTLPlus
 from .full import FullFineTune
 from .linear_probe import LinearProbe
+from .ln_tune import LNTune
 from .lora import LoRA
+from .partial import PartialK
 
-__all__ = ['PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus']
+__all__ = [
+    'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
+    'LNTune', 'PartialK', 'AdaptFormer'
+]

@@ -1,0 +1,93 @@
+"""AdaptFormer: a scaled bottleneck in parallel with the MLP of every block.
+
+Chen et al., "AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition",
+NeurIPS 2022.
+"""
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from vpetl_mm.registry import PEFT_METHODS
+
+from .base import PEFTMethod, select_blocks
+
+
+class ParallelBottleneck(nn.Module):
+    """``h -> s * up(dropout(ReLU(down(LN(h)))))``, ``(..., C) -> (..., C)``.
+
+    ``down`` is kaiming-uniform with a zero bias and ``up`` is zero (the "lora" init of the
+    authors' code), so the branch starts at exactly zero. ``s`` is fixed or learnable.
+    """
+
+    def __init__(self, dims: int, bottleneck: int, scale: Union[float, str] = 1.0,
+                 dropout: float = 0.1, input_norm: bool = True):
+        super().__init__()
+        self.norm = nn.LayerNorm(dims) if input_norm else nn.Identity()
+        self.down = nn.Linear(dims, bottleneck)
+        self.act = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.up = nn.Linear(bottleneck, dims)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        if scale == 'learnable':
+            self.scale = nn.Parameter(torch.ones(1))
+        else:
+            self.register_buffer('scale', torch.tensor(float(scale)), persistent=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.up(self.dropout(self.act(self.down(self.norm(h))))) * self.scale
+
+
+@PEFT_METHODS.register_module()
+class AdaptFormer(PEFTMethod):
+    """``y = h + DropPath(MLP(LN2(h))) + s * up(ReLU(down(LN_a(h))))`` in every selected block.
+
+    ``h`` is the block's post-attention residual stream (the input of its second norm); the
+    branch output is added to the block output, outside the MLP's drop-path, as in the authors'
+    code. Its module is attached to the block as ``adaptformer``.
+
+    Args:
+        bottleneck (int): bottleneck width (8 in the V-PETL benchmark on ViT-B/16).
+        scale (float | 'learnable'): the fixed scale ``s`` (1.0 in V-PETL, 0.1 in the paper's
+            video setting), or a learnable scalar.
+        dropout (float): dropout on the bottleneck. Defaults to 0.1.
+        input_norm (bool): a trainable LayerNorm on the branch input (the authors' ``"in"``
+            option, the V-PETL default).
+        blocks (sequence of int, optional): global block indices; all when ``None``.
+
+    ViT-B/16, bottleneck 8 with the input norm: 12 x 14,600 = 175,200 parameters.
+    """
+    paper = ('Chen et al., AdaptFormer: Adapting Vision Transformers for Scalable Visual '
+             'Recognition, NeurIPS 2022')
+
+    def __init__(self, bottleneck: int = 8, scale: Union[float, str] = 1.0,
+                 dropout: float = 0.1, input_norm: bool = True,
+                 blocks: Optional[Sequence[int]] = None):
+        super().__init__()
+        if isinstance(scale, str) and scale != 'learnable':
+            raise ValueError(f"AdaptFormer scale={scale!r}: a number or 'learnable'")
+        self.bottleneck = bottleneck
+        self.scale = scale
+        self.dropout = dropout
+        self.input_norm = input_norm
+        self.blocks = blocks
+
+    def attach(self, backbone, spec):
+        for block in select_blocks(spec, self.blocks, 'AdaptFormer blocks'):
+            branch = ParallelBottleneck(block.dims, self.bottleneck, self.scale, self.dropout,
+                                        self.input_norm).to(block.norm2.weight.device)
+            block.module.add_module('adaptformer', branch)
+            pending = {}
+
+            def run_branch(module, args, branch=branch, pending=pending):
+                pending['out'] = branch(args[0])
+
+            def add_branch(tokens, layout, pending=pending):
+                return tokens + pending.pop('out').reshape(tokens.shape)
+
+            block.norm2.register_forward_pre_hook(run_branch)
+            spec.on_block_output(block, add_branch)
