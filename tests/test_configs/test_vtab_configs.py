@@ -10,11 +10,12 @@ from mmengine.config import Config  # noqa: E402
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
-                'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+'}
+                'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
+                'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK'}
 
 
-def test_all_114_configs_exist():
-    assert len(CONFIGS) == 6 * 19
+def test_all_configs_exist():
+    assert len(CONFIGS) == len(METHOD_TYPES) * 19
 
 
 def load(method, dataset):
@@ -39,6 +40,9 @@ def test_config_loads_with_protocol(path):
     ('adapter', 'cifar100', 0.01, 1.0), ('adapter', 'svhn', 0.001, 0.005),
     ('linear', 'cifar100', 1e-3, 1e-4), ('linear', 'eurosat', 0.06, 0.001),
     ('full', 'cifar100', 5e-4, 0.1), ('full', 'dtd', 1e-4, 5e-2),
+    ('bitfit', 'cifar100', 3e-3, 1e-4), ('bitfit', 'caltech101', 0.006, 0.25),
+    ('lntune', 'cifar100', 0.008, 0.01), ('lntune', 'kitti', 0.0072, 0.0001),
+    ('adaptformer', 'oxford_flowers102', 0.05, 0.11), ('partial-1', 'resisc45', 0.01, 0.01),
 ])
 def test_vpetl_hyperparameters(method, dataset, lr, wd):
     cfg = load(method, dataset)

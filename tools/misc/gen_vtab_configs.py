@@ -38,6 +38,9 @@ ADAPTER = {
 # V-PETL Bench scripts/run_vit_{lora,fclayer}.sh: the Adapter values except these rows
 LORA = dict(ADAPTER, cifar100=(0.005, 0.005))
 LINEAR = dict(ADAPTER, cifar100=(1e-3, 1e-4), caltech101=(0.006, 0.35))
+# V-PETL Bench scripts/run_vit_{bitfit,lntune}.sh: the Adapter values except these rows
+BITFIT = dict(ADAPTER, cifar100=(3e-3, 1e-4), caltech101=(0.006, 0.25))
+LNTUNE = dict(ADAPTER, cifar100=(0.008, 0.01), caltech101=(0.005, 0.01))
 # V-PETL Bench scripts/run_vit_fulltuning.sh publishes cifar100, caltech101 and dtd only; the
 # other datasets use the cifar100 values (no per-dataset value is published).
 FULL = {name: (5e-4, 0.1) for name in DATASETS}
@@ -65,6 +68,14 @@ METHODS = {
     'lora': ('lora', 'vtab_100e', 'LoRA (r=8 on q, v)', LORA, 'scripts/run_vit_lora.sh'),
     'adapter': ('adapter', 'vtab_100e', 'Adapter (bottleneck 8, after the MLP)', ADAPTER,
                 'scripts/run_vit_adapter.sh'),
+    'adaptformer': ('adaptformer', 'vtab_100e', 'AdaptFormer (bottleneck 8, parallel to the MLP)',
+                    ADAPTER, 'scripts/run_vit_adaptformer.sh'),
+    'bitfit': ('bitfit', 'vtab_100e', 'BitFit (all biases)', BITFIT, 'scripts/run_vit_bitfit.sh'),
+    'lntune': ('lntune', 'vtab_100e', 'LN-tune (LayerNorm affine parameters)', LNTUNE,
+               'scripts/run_vit_lntune.sh'),
+    # V-PETL publishes no Partial-k script; its shared (Adapter) table is used
+    'partial-1': ('partial-1', 'vtab_100e', 'Partial-1 (last block)', ADAPTER,
+                  'scripts/run_vit_adapter.sh (shared table; no Partial-k values are published)'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
             'heekhero/DTL train_scripts/vit/vtab/<dataset>/train_dtl.sh'),
     'dtl+': ('dtl+', 'dtl_vtab_110e', 'DTL+ (r=2, depthwise fusion conv)', None,
