@@ -8,7 +8,8 @@ random weights: memory and time do not depend on their values) with a linear hea
 ``--steps`` timed training steps after one warm-up step. Peak memory is
 ``torch.cuda.max_memory_allocated`` on a GPU; on the CPU it is the process's peak resident set
 size minus the resident size right before the first step (model and input already allocated),
-i.e. what training adds: activations kept for backward, gradients and optimizer state. The table prints ratios to the last method.
+i.e. what training adds: activations kept for backward, gradients and optimizer state. The table
+prints ratios to the last method.
 """
 import argparse
 import json

@@ -52,6 +52,7 @@ class Adapter(PEFTMethod):
 
     ViT-B/16, d=8: 12 x (768 x 8 + 8 + 8 x 768 + 768) = 156,768 parameters.
     """
+    placement = 'bottleneck after the MLP, inside its residual branch, before drop-path'
     paper = 'Houlsby et al., Parameter-Efficient Transfer Learning for NLP, ICML 2019'
 
     def __init__(self, bottleneck: int = 8, blocks: Optional[Sequence[int]] = None):

@@ -61,6 +61,7 @@ class AdaptFormer(PEFTMethod):
 
     ViT-B/16, bottleneck 8 with the input norm: 12 x 14,600 = 175,200 parameters.
     """
+    placement = 'bottleneck parallel to the MLP, reading the post-attention stream'
     paper = ('Chen et al., AdaptFormer: Adapting Vision Transformers for Scalable Visual '
              'Recognition, NeurIPS 2022')
 

@@ -18,9 +18,11 @@ class PEFTMethod(nn.Module):
         mergeable (bool): whether :meth:`merge` folds the method exactly into the frozen weights,
             leaving a plain backbone with the same outputs.
         paper (str): the reference, for the generated docs.
+        placement (str): where it attaches, in a few words, for the generated docs.
     """
     mergeable: bool = False
     paper: str = ''
+    placement: str = ''
 
     def attach(self, backbone: nn.Module, spec) -> None:
         raise NotImplementedError(f'{type(self).__name__}.attach is missing')

@@ -24,6 +24,7 @@ class BitFit(PEFTMethod):
 
     ViT-B/16: 102,912 parameters.
     """
+    placement = 'every bias of the backbone'
     mergeable = True
     paper = ('Zaken et al., BitFit: Simple Parameter-efficient Fine-tuning for '
              'Transformer-based Masked Language-models, ACL 2022')

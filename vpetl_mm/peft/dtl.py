@@ -49,6 +49,7 @@ class DTL(PEFTMethod):
 
     ViT-B/16, r=2: 12 x (2 x 768 + 768 x 2) = 36,864 parameters (DTL+ adds 768 k^2).
     """
+    placement = 'side network: low-rank maps of every block input, added back after the late blocks'
     paper = ('Fu, Zhu and Wu, DTL: Disentangled Transfer Learning for Visual Recognition, '
              'AAAI 2024')
 
@@ -127,6 +128,7 @@ class DTL(PEFTMethod):
 @PEFT_METHODS.register_module()
 class DTLPlus(DTL):
     """DTL+ : :class:`DTL` with the depthwise fusion convolution (``kernel_size`` >= 1)."""
+    placement = 'DTL side network plus a depthwise conv over the patch grid of its output'
 
     def __init__(self, kernel_size: int = 3, **kwargs):
         if kernel_size < 1:

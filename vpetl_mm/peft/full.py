@@ -7,6 +7,7 @@ from .base import PEFTMethod
 @PEFT_METHODS.register_module()
 class FullFineTune(PEFTMethod):
     """Unfreeze the whole backbone. Trivially mergeable: the weights are the backbone's own."""
+    placement = 'every backbone weight'
     mergeable = True
     paper = 'full fine-tuning baseline'
 

@@ -7,6 +7,7 @@ from .base import PEFTMethod
 @PEFT_METHODS.register_module()
 class LinearProbe(PEFTMethod):
     """Train nothing in the backbone. Trivially mergeable (there is nothing to fold)."""
+    placement = 'nothing in the backbone; the head trains'
     mergeable = True
     paper = 'linear probing baseline'
 

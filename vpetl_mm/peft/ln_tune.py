@@ -16,6 +16,7 @@ class LNTune(PEFTMethod):
 
     ViT-B/16: 12 x 2 x 1,536 + 1,536 = 38,400 parameters.
     """
+    placement = 'every LayerNorm weight and bias'
     mergeable = True
     paper = 'LayerNorm tuning baseline (V-PETL Bench)'
 

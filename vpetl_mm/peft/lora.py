@@ -33,6 +33,7 @@ class LoRA(PEFTMethod):
 
     ViT-B/16, r=8 on q and v: 12 x 2 x (768 x 8 + 8 x 768) = 294,912 parameters.
     """
+    placement = 'low-rank update of the linear roles in `targets` (q, v by default)'
     mergeable = True
     paper = 'Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022'
 

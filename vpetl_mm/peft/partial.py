@@ -17,6 +17,7 @@ class PartialK(PEFTMethod):
 
     ViT-B/16, k=1: 7,087,872 parameters.
     """
+    placement = 'all weights of the last k blocks'
     mergeable = True
     paper = 'Partial fine-tuning baseline (Yosinski et al., 2014; VPT, ECCV 2022)'
 

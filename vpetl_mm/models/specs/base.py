@@ -267,7 +267,10 @@ class _Handles:
 
 
 def qkv_sites(qkv: LinearSite, dims: int) -> Dict[str, LinearSite]:
-    """The ``qkv`` site and its ``q``, ``k``, ``v`` row slices (rows ``[0,C)``, ``[C,2C)``, ``[2C,3C)``)."""
+    """The ``qkv`` site and its ``q``, ``k``, ``v`` row slices.
+
+    The slices are rows ``[0, C)``, ``[C, 2C)`` and ``[2C, 3C)`` of the fused weight.
+    """
     return dict(qkv=qkv, q=qkv.slice(slice(0, dims)), k=qkv.slice(slice(dims, 2 * dims)),
                 v=qkv.slice(slice(2 * dims, 3 * dims)))
 
