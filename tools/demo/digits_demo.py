@@ -1,6 +1,6 @@
 """The digits demo: does a PEFT method really adapt a frozen backbone?
 
-    python tools/demo/digits_demo.py [--methods linear lora adapter dtl full] [--verbose]
+    python tools/demo/digits_demo.py [--methods linear lora ...] [--epochs N] [--verbose]
 
 1. Exports scikit-learn's bundled handwritten digits to two VTAB-1K folders (no download):
    ``source`` = digits 0-4; ``target`` = digits 5-9, colour-inverted and rotated by 90 degrees.
@@ -30,7 +30,8 @@ from mmengine.runner import Runner  # noqa: E402
 from vpetl_mm.compat.fileio import atomic_write_bytes  # noqa: E402
 from vpetl_mm.datasets.digits import export_digits_vtab  # noqa: E402
 
-DEFAULT_METHODS = ('linear', 'lora', 'adapter', 'dtl', 'full')
+DEFAULT_METHODS = ('linear', 'lora', 'adapter', 'dtl', 'adaptformer', 'bitfit', 'lntune', 'partial-1',
+                   'full')
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_{}_digits.py')
 SOURCE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_scratch_digits-source.py')
 
