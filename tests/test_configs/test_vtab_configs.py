@@ -11,7 +11,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
-                'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK'}
+                'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF'}
 
 
 def test_all_configs_exist():
@@ -64,6 +64,15 @@ def test_dtl_hyperparameters(method, dataset, lr, dp, kernel):
     assert cfg.model.backbone.backbone.out_type == 'avg_featmap'
     assert cfg.train_dataloader.batch_size == 32 and cfg.train_cfg.max_epochs == 110
     assert cfg.model.backbone.method.get('kernel_size') == kernel or kernel is None
+    assert cfg.model.head.loss.type == 'CrossEntropyLoss'
+
+
+def test_ssf_hyperparameters():
+    cfg = load('ssf', 'clevr_dist')
+    assert (cfg.optim_wrapper.optimizer.lr, cfg.optim_wrapper.optimizer.weight_decay) == (5e-2,
+                                                                                          5e-2)
+    assert cfg.model.backbone.backbone.drop_path_rate == 0.1
+    assert cfg.train_dataloader.batch_size == 32
     assert cfg.model.head.loss.type == 'CrossEntropyLoss'
 
 

@@ -30,6 +30,7 @@ def trainable(method, backbone=None):
     (dict(type='AdaptFormer', bottleneck=8), 175200),
     (dict(type='AdaptFormer', bottleneck=8, input_norm=False), 156768),
     (dict(type='PartialK', k=1), 7087872),
+    (dict(type='SSF'), 205824),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

@@ -32,8 +32,10 @@ METHODS = {
     'LNTune': dict(type='LNTune'),
     'PartialK': dict(type='PartialK', k=1),
     'AdaptFormer': dict(type='AdaptFormer', bottleneck=4),
+    'SSF': dict(type='SSF'),
 }
-ZERO_INIT = tuple(METHODS)  # every method here leaves the output unchanged at initialisation
+# methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
+ZERO_INIT = tuple(m for m in METHODS if m != 'SSF')
 # which backbone parameters each method may train
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -44,6 +46,7 @@ OWNS = {
     'LNTune': lambda n: any(k in n for k in ('.ln', '.norm')),
     'PartialK': lambda n: n.startswith(('backbone.layers.3.', 'backbone.stages.1.blocks.1.')),
     'AdaptFormer': lambda n: '.adaptformer.' in n,
+    'SSF': lambda n: '.ssf.' in n,
 }
 
 

@@ -49,7 +49,7 @@ def mmaction_swin3d():
 def mmseg_vit():
     backbone = dict(type='VisionTransformer', img_size=(32, 32), patch_size=8, embed_dims=32,
                     num_layers=2, num_heads=2, mlp_ratio=2, out_indices=(1, ),
-                    drop_path_rate=0.1, final_norm=True, init_cfg=None)
+                    drop_path_rate=0.1, final_norm=True, patch_bias=True, init_cfg=None)
     return 'mmseg', backbone, segmentor, seg_batch
 
 
@@ -254,3 +254,36 @@ def test_dtl_plus_on_dense_swin(family, tmp_path):
     model.train()
     log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
     assert torch.isfinite(log_vars['loss'])
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_ssf_trains_and_merges(family, tmp_path):
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='SSF', init_std=0.1))
+    data, x = batch_fn()
+    in_backbone = {n for n, p in model.named_parameters()
+                   if p.requires_grad and n.startswith('backbone.')}
+    assert in_backbone and all('.ssf.' in n for n in in_backbone)
+    model.eval()
+    with torch.no_grad():
+        unmerged = features(model.backbone, x)
+        assert (unmerged - features(plain, x)).abs().max() > 1e-3
+    if family == 'mmaction-vit':  # its fused qkv has no bias of its own to take the shift
+        with pytest.raises(ValueError, match='no bias of its own'):
+            get_peft_state(model)[0].merge()
+        with torch.no_grad():  # a refused merge leaves the model as it was
+            assert torch.equal(features(model.backbone, x), unmerged)
+        return
+    with torch.no_grad():
+        get_peft_state(model)[0].merge()
+        merged = features(model.backbone, x)
+    assert (merged - unmerged).abs().max() < 1e-4 * max(1.0, unmerged.abs().max().item())
+    assert set(model.backbone.state_dict()) == set(plain.state_dict())
+    model = build(dict(type='SSF'))
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, before[n]), n

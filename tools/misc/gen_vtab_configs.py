@@ -61,6 +61,19 @@ DTL = {
     'smallnorb_azi': ((3e-3, 0.2), (3e-3, 0.2, 5)), 'smallnorb_ele': ((1e-3, 0.2), (1e-3, 0.1, 5)),
 }
 
+# (lr, weight decay, drop path): SSF train_scripts/vit/vtab/main_script/main_ssf.sh (as kept in
+# V-PETL Bench's history, @5cacd8f^)
+SSF = {
+    'caltech101': (1e-3, 5e-2, 0.1), 'cifar100': (5e-3, 5e-5, 0.0), 'dtd': (5e-3, 5e-5, 0.0),
+    'oxford_flowers102': (5e-3, 5e-5, 0.0), 'oxford_iiit_pet': (5e-3, 5e-5, 0.0),
+    'svhn': (1e-2, 5e-5, 0.0), 'sun397': (5e-3, 5e-5, 0.0), 'patch_camelyon': (5e-3, 5e-5, 0.0),
+    'eurosat': (3e-3, 5e-2, 0.2), 'resisc45': (2e-3, 5e-5, 0.1),
+    'diabetic_retinopathy': (5e-3, 5e-5, 0.2), 'clevr_count': (2e-3, 5e-2, 0.1),
+    'clevr_dist': (5e-2, 5e-2, 0.1), 'dmlab': (5e-3, 5e-5, 0.1), 'kitti': (1e-2, 5e-5, 0.0),
+    'dsprites_loc': (1e-2, 5e-5, 0.0), 'dsprites_ori': (5e-3, 5e-5, 0.2),
+    'smallnorb_azi': (2e-2, 5e-5, 0.1), 'smallnorb_ele': (5e-3, 5e-2, 0.2),
+}
+
 METHODS = {
     # name: (peft base, schedule, description, lr/wd table or None for DTL's)
     'linear': ('linear', 'vtab_100e', 'linear probe', LINEAR, 'scripts/run_vit_fclayer.sh'),
@@ -76,6 +89,8 @@ METHODS = {
     # V-PETL publishes no Partial-k script; its shared (Adapter) table is used
     'partial-1': ('partial-1', 'vtab_100e', 'Partial-1 (last block)', ADAPTER,
                   'scripts/run_vit_adapter.sh (shared table; no Partial-k values are published)'),
+    'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
+            'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
             'heekhero/DTL train_scripts/vit/vtab/<dataset>/train_dtl.sh'),
     'dtl+': ('dtl+', 'dtl_vtab_110e', 'DTL+ (r=2, depthwise fusion conv)', None,
@@ -88,7 +103,13 @@ def render(method, dataset):
     folder, classes = VTAB_DATASETS[dataset]
     smoothing, aug = DATASETS[dataset]
     backbone_args, method_args, batch = '', '', ''
-    if table is not None:
+    if method == 'ssf':  # SSF: --no-aug, no label smoothing, batch 32, per-dataset drop path
+        lr, wd, dp = table[dataset]
+        optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
+        src = f'lr / weight decay / drop path: {source}'
+        backbone_args, batch = f', drop_path_rate={dp}', 'batch_size=32, '
+        pipeline = 'train_pipeline'
+    elif table is not None:
         lr, wd = table[dataset]
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
         src = f'lr / weight decay: V-PETL Bench {source}'
@@ -125,7 +146,7 @@ val_dataloader = test_dataloader
 
 
 def loss(smoothing, method):
-    if smoothing and not method.startswith('dtl'):  # DTL trains without label smoothing
+    if smoothing and not method.startswith(('dtl', 'ssf')):  # DTL, SSF: no label smoothing
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

@@ -71,6 +71,7 @@ class LinearSite:
         full_out = getattr(owner, weight_name).shape[0]
         self.rows = rows if rows is not None else slice(0, full_out)
         self._deltas: List[Tuple[slice, Callable]] = []
+        self._transforms: List[Callable] = []
         self._hook = None
 
     @property
@@ -92,6 +93,12 @@ class LinearSite:
         bias = getattr(self.owner, self.bias_name, None) if self.bias_name else None
         return None if bias is None else bias[self.rows]
 
+    @property
+    def active(self) -> bool:
+        """Whether any delta or output transform is registered on this linear."""
+        root = self.root()
+        return bool(root._deltas or root._transforms)
+
     def root(self) -> 'LinearSite':
         return self.parent.root() if self.parent is not None else self
 
@@ -101,21 +108,34 @@ class LinearSite:
         root._deltas.append((self.rows, fn))
         root._on_first_delta()
 
+    def add_output_transform(self, fn: Callable[[Tensor], Tensor]) -> None:
+        """Replace the output ``y`` (all rows, deltas included) by ``fn(y)`` on every forward."""
+        if self.parent is not None:
+            raise ValueError('output transforms act on a whole linear, not on a row slice')
+        self._transforms.append(fn)
+        self._on_first_delta()
+
     def remove_delta(self, fn: Callable[[Tensor], Tensor]) -> None:
+        """Remove a delta or an output transform."""
         root = self.root()
         root._deltas = [(r, f) for r, f in root._deltas if f is not fn]
-        if not root._deltas and root._hook is not None:
+        root._transforms = [f for f in root._transforms if f is not fn]
+        if not root._deltas and not root._transforms and root._hook is not None:
             root._hook.remove()
             root._hook = None
 
     def apply(self, x: Tensor, out: Tensor) -> Tensor:
-        """Return ``out`` plus every registered delta evaluated at input ``x``."""
+        """Return ``out`` plus every registered delta evaluated at input ``x``, then passed
+        through the output transforms."""
+        root = self.root()
         total = out.shape[-1]
-        for rows, fn in self.root()._deltas:
+        for rows, fn in root._deltas:
             delta = fn(x)
             if rows.start != 0 or rows.stop != total:
                 delta = F.pad(delta, (rows.start, total - rows.stop))
             out = out + delta
+        for fn in root._transforms:
+            out = fn(out)
         return out
 
     def _on_first_delta(self) -> None:
@@ -142,6 +162,17 @@ class LinearSite:
                 raise ValueError(f'cannot merge a bias into {type(self.owner).__name__}, '
                                  'which has no bias')
             bias[self.rows] += delta_bias.to(bias.dtype)
+
+    @torch.no_grad()
+    def merge_affine_(self, scale: Tensor, shift: Tensor) -> None:
+        """Fold ``y -> scale * y + shift`` (per output row) into the weight and bias."""
+        weight = getattr(self.owner, self.weight_name)
+        bias = getattr(self.owner, self.bias_name, None) if self.bias_name else None
+        if bias is None:
+            raise ValueError(f'cannot fold a shift into {type(self.owner).__name__}.'
+                             f'{self.weight_name}: the linear has no bias of its own')
+        weight[self.rows] *= scale.to(weight.dtype)[:, None]
+        bias[self.rows] = bias[self.rows] * scale.to(bias.dtype) + shift.to(bias.dtype)
 
     def slice(self, rows: slice) -> 'LinearSite':
         """A site over ``rows`` of this one (e.g. the ``q`` rows of ``qkv``)."""
@@ -249,6 +280,18 @@ class BackboneSpec:
         handles = [block.module.register_forward_pre_hook(pre_hook),
                    block.module.register_forward_hook(hook)]
         return _Handles(handles)
+
+    # -- modules outside the blocks ---------------------------------------------------------
+    def patch_projection(self) -> nn.Module:
+        """The convolution that embeds the patches (its output channels are the tokens)."""
+        for module in self.backbone.patch_embed.modules():
+            if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+                return module
+        raise TypeError(f'{type(self).__name__}: no patch-embedding convolution found')
+
+    def outer_norms(self) -> List[nn.Module]:
+        """LayerNorms that are direct children of the backbone (final / output norms)."""
+        return [m for m in self.backbone.children() if isinstance(m, nn.LayerNorm)]
 
     # -- state dict -------------------------------------------------------------------------
     def adapt_state_dict(self, state_dict: dict) -> dict:

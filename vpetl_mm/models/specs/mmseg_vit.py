@@ -27,7 +27,7 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
              and _same_tensor(query, key) and _same_tensor(key, value)
              and not self.batch_first and self._qkv_same_embed_dim)
     if not plain:
-        if qkv_site.root()._deltas or proj_site.root()._deltas:
+        if qkv_site.active or proj_site.active:
             raise NotImplementedError('PEFT deltas on nn.MultiheadAttention support plain '
                                       'self-attention without masks only')
         return type(self).forward(self, query, key, value, key_padding_mask, need_weights,
