@@ -11,7 +11,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
-                'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF'}
+                'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
+                'repadapter': 'RepAdapter'}
 
 
 def test_all_configs_exist():
@@ -74,6 +75,12 @@ def test_ssf_hyperparameters():
     assert cfg.model.backbone.backbone.drop_path_rate == 0.1
     assert cfg.train_dataloader.batch_size == 32
     assert cfg.model.head.loss.type == 'CrossEntropyLoss'
+
+
+def test_repadapter_scale():
+    cfg = load('repadapter', 'svhn')
+    assert cfg.model.backbone.method.scale == 10
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.model.backbone.method.bottleneck == 8
 
 
 def test_label_smoothing_and_augmentation():

@@ -31,6 +31,7 @@ def trainable(method, backbone=None):
     (dict(type='AdaptFormer', bottleneck=8, input_norm=False), 156768),
     (dict(type='PartialK', k=1), 7087872),
     (dict(type='SSF'), 205824),
+    (dict(type='RepAdapter', bottleneck=8, groups=2), 239808),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

@@ -33,6 +33,7 @@ METHODS = {
     'PartialK': dict(type='PartialK', k=1),
     'AdaptFormer': dict(type='AdaptFormer', bottleneck=4),
     'SSF': dict(type='SSF'),
+    'RepAdapter': dict(type='RepAdapter', bottleneck=4, groups=2),
 }
 # methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
 ZERO_INIT = tuple(m for m in METHODS if m != 'SSF')
@@ -47,6 +48,7 @@ OWNS = {
     'PartialK': lambda n: n.startswith(('backbone.layers.3.', 'backbone.stages.1.blocks.1.')),
     'AdaptFormer': lambda n: '.adaptformer.' in n,
     'SSF': lambda n: '.ssf.' in n,
+    'RepAdapter': lambda n: '.repadapter_' in n,
 }
 
 

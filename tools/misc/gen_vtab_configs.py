@@ -74,6 +74,15 @@ SSF = {
     'smallnorb_azi': (2e-2, 5e-5, 0.1), 'smallnorb_ele': (5e-3, 5e-2, 0.2),
 }
 
+# scale per dataset: luogen1996/RepAdapter configs/repblock/*.yaml (lr 1e-3, wd 1e-4 for all)
+REPADAPTER_SCALE = {
+    'cifar100': 0.1, 'caltech101': 5, 'dtd': 1, 'oxford_flowers102': 0.5, 'oxford_iiit_pet': 0.1,
+    'svhn': 10, 'sun397': 0.1, 'patch_camelyon': 1, 'eurosat': 1, 'resisc45': 5,
+    'diabetic_retinopathy': 0.1, 'clevr_count': 0.5, 'clevr_dist': 0.1, 'dmlab': 5, 'kitti': 5,
+    'dsprites_loc': 5, 'dsprites_ori': 0.1, 'smallnorb_azi': 10, 'smallnorb_ele': 1,
+}
+REPADAPTER = {name: (1e-3, 1e-4) for name in REPADAPTER_SCALE}
+
 METHODS = {
     # name: (peft base, schedule, description, lr/wd table or None for DTL's)
     'linear': ('linear', 'vtab_100e', 'linear probe', LINEAR, 'scripts/run_vit_fclayer.sh'),
@@ -89,6 +98,8 @@ METHODS = {
     # V-PETL publishes no Partial-k script; its shared (Adapter) table is used
     'partial-1': ('partial-1', 'vtab_100e', 'Partial-1 (last block)', ADAPTER,
                   'scripts/run_vit_adapter.sh (shared table; no Partial-k values are published)'),
+    'repadapter': ('repadapter', 'vtab_100e', 'RepAdapter (d=8, 2 groups, attn + MLP)',
+                   REPADAPTER, 'luogen1996/RepAdapter configs/repblock/<dataset>.yaml'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -114,6 +125,9 @@ def render(method, dataset):
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
         src = f'lr / weight decay: V-PETL Bench {source}'
         pipeline = 'train_pipeline_aug' if aug else 'train_pipeline'
+        if method == 'repadapter':
+            src = f'lr / weight decay / scale: {source}'
+            method_args = f', scale={REPADAPTER_SCALE[dataset]}'
     else:
         dtl, dtl_plus = DTL[dataset]
         lr, dp = dtl if method == 'dtl' else dtl_plus[:2]

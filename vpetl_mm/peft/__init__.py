@@ -9,9 +9,10 @@ from .linear_probe import LinearProbe
 from .ln_tune import LNTune
 from .lora import LoRA
 from .partial import PartialK
+from .repadapter import RepAdapter
 from .ssf import SSF
 
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
-    'LNTune', 'PartialK', 'AdaptFormer', 'SSF'
+    'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter'
 ]

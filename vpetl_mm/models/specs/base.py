@@ -174,6 +174,22 @@ class LinearSite:
         weight[self.rows] *= scale.to(weight.dtype)[:, None]
         bias[self.rows] = bias[self.rows] * scale.to(bias.dtype) + shift.to(bias.dtype)
 
+    @torch.no_grad()
+    def merge_input_affine_(self, matrix: Tensor, offset: Tensor) -> None:
+        """Fold an affine map ``x -> matrix x + offset`` applied to this linear's input.
+
+        ``W' = W matrix`` and ``b' = W offset + b`` (``matrix`` is ``(in, in)``). Needs a bias.
+        """
+        if self.parent is not None:
+            raise ValueError('an input map acts on the whole linear, not on a row slice')
+        weight = getattr(self.owner, self.weight_name)
+        bias = getattr(self.owner, self.bias_name, None) if self.bias_name else None
+        if bias is None:
+            raise ValueError(f'cannot fold an input offset into {type(self.owner).__name__}.'
+                             f'{self.weight_name}: the linear has no bias of its own')
+        bias += weight @ offset.to(weight.dtype)
+        weight.copy_(weight @ matrix.to(weight.dtype))
+
     def slice(self, rows: slice) -> 'LinearSite':
         """A site over ``rows`` of this one (e.g. the ``q`` rows of ``qkv``)."""
         start = self.rows.start + rows.start
