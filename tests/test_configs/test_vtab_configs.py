@@ -12,7 +12,7 @@ CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
                 'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
-                'repadapter': 'RepAdapter'}
+                'repadapter': 'RepAdapter', 'hydra': 'Hydra'}
 
 
 def test_all_configs_exist():
@@ -81,6 +81,12 @@ def test_repadapter_scale():
     cfg = load('repadapter', 'svhn')
     assert cfg.model.backbone.method.scale == 10
     assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.model.backbone.method.bottleneck == 8
+
+
+def test_hydra_table():
+    cfg = load('hydra', 'diabetic_retinopathy')
+    assert cfg.model.backbone.method.scale == 4.5 and cfg.model.backbone.method.dropout == 0.2
+    assert cfg.optim_wrapper.optimizer.lr == 5e-4 and cfg.train_dataloader.batch_size == 64
 
 
 def test_label_smoothing_and_augmentation():

@@ -32,6 +32,7 @@ def trainable(method, backbone=None):
     (dict(type='PartialK', k=1), 7087872),
     (dict(type='SSF'), 205824),
     (dict(type='RepAdapter', bottleneck=8, groups=2), 239808),
+    (dict(type='Hydra', rank=2), 239712),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

@@ -34,6 +34,7 @@ METHODS = {
     'AdaptFormer': dict(type='AdaptFormer', bottleneck=4),
     'SSF': dict(type='SSF'),
     'RepAdapter': dict(type='RepAdapter', bottleneck=4, groups=2),
+    'Hydra': dict(type='Hydra', rank=2, dropout=0.1),
 }
 # methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
 ZERO_INIT = tuple(m for m in METHODS if m != 'SSF')
@@ -49,6 +50,7 @@ OWNS = {
     'AdaptFormer': lambda n: '.adaptformer.' in n,
     'SSF': lambda n: '.ssf.' in n,
     'RepAdapter': lambda n: '.repadapter_' in n,
+    'Hydra': lambda n: '.hydra.' in n,
 }
 
 

@@ -18,6 +18,7 @@ METHODS = {
     'LNTune': dict(type='LNTune'),
     'AdaptFormer': dict(type='AdaptFormer', bottleneck=4),
     'RepAdapter': dict(type='RepAdapter', bottleneck=4, groups=2),
+    'Hydra': dict(type='Hydra', rank=2, dropout=0.1),
 }
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -27,6 +28,7 @@ OWNS = {
     'LNTune': lambda n: 'norm' in n or '.ln' in n,
     'AdaptFormer': lambda n: '.adaptformer.' in n,
     'RepAdapter': lambda n: '.repadapter_' in n,
+    'Hydra': lambda n: '.hydra.' in n,
 }
 
 
@@ -291,20 +293,25 @@ def test_ssf_trains_and_merges(family, tmp_path):
             assert torch.equal(p, before[n]), n
 
 
+@pytest.mark.parametrize('method', [dict(type='RepAdapter', bottleneck=4, groups=2, scale=0.5),
+                                    dict(type='Hydra', rank=2, scale=0.5, dropout=0.1)],
+                         ids=['RepAdapter', 'Hydra'])
 @pytest.mark.parametrize('family', list(FAMILIES))
-def test_repadapter_merge(family, tmp_path):
+def test_folding_merge(family, method, tmp_path):
+    """Methods folded into linears: merged output equals unmerged (eval), plain keys."""
     plain, build, batch_fn = setup(family, tmp_path)
-    model = build(dict(type='RepAdapter', bottleneck=4, groups=2, scale=0.5))
+    model = build(method)
     torch.manual_seed(2)
     for n, p in model.backbone.named_parameters():
-        if '.repadapter_' in n:
+        if p.requires_grad:
             p.data.normal_(0, 0.2)
     _, x = batch_fn()
     model.eval()
     with torch.no_grad():
         unmerged = features(model.backbone, x)
         assert (unmerged - features(plain, x)).abs().max() > 1e-3
-    if family == 'mmaction-vit':  # q/v biases live apart from qkv: no bias to fold into
+    if family == 'mmaction-vit' and method['type'] == 'RepAdapter':
+        # the fused qkv's q/v biases live apart from it: no bias to fold the offset into
         with pytest.raises(ValueError, match='no bias of its own'):
             get_peft_state(model)[0].merge()
         return

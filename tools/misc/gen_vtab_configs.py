@@ -83,6 +83,21 @@ REPADAPTER_SCALE = {
 }
 REPADAPTER = {name: (1e-3, 1e-4) for name in REPADAPTER_SCALE}
 
+# (lr, wd, scale, dropout, batch): extremebird/Hydra vtab1k/configs/hydra_both/<dataset>.yaml
+HYDRA_TABLE = {
+    'cifar100': (5e-4, 1e-4, 0.1, 0.2, 16), 'caltech101': (1e-3, 1e-4, 4, 0.1, 32),
+    'dtd': (1e-3, 1e-4, 0.1, 0.2, 32), 'oxford_flowers102': (5e-3, 1e-4, 0.1, 0.0, 64),
+    'oxford_iiit_pet': (1e-3, 1e-4, 0.1, 0.0, 32), 'svhn': (1e-3, 1e-4, 3, 0.0, 16),
+    'sun397': (1e-3, 1e-4, 0.1, 0.2, 64), 'patch_camelyon': (5e-3, 1e-4, 0.1, 0.2, 64),
+    'eurosat': (5e-4, 1e-4, 0.1, 0.2, 64), 'resisc45': (5e-3, 1e-4, 0.1, 0.2, 64),
+    'diabetic_retinopathy': (5e-4, 1e-4, 4.5, 0.2, 64), 'clevr_count': (5e-4, 1e-4, 1.5, 0.2, 64),
+    'clevr_dist': (5e-4, 1e-4, 0.1, 0.0, 16), 'dmlab': (1e-3, 1e-4, 4.5, 0.2, 64),
+    'kitti': (5e-4, 1e-4, 4.5, 0.2, 64), 'dsprites_loc': (1e-3, 1e-4, 4.5, 0.2, 16),
+    'dsprites_ori': (1e-3, 1e-4, 2.5, 0.2, 64), 'smallnorb_azi': (5e-3, 1e-5, 3, 0.2, 64),
+    'smallnorb_ele': (5e-4, 1e-4, 1, 0.2, 64),
+}
+HYDRA = {name: row[:2] for name, row in HYDRA_TABLE.items()}
+
 METHODS = {
     # name: (peft base, schedule, description, lr/wd table or None for DTL's)
     'linear': ('linear', 'vtab_100e', 'linear probe', LINEAR, 'scripts/run_vit_fclayer.sh'),
@@ -100,6 +115,8 @@ METHODS = {
                   'scripts/run_vit_adapter.sh (shared table; no Partial-k values are published)'),
     'repadapter': ('repadapter', 'vtab_100e', 'RepAdapter (d=8, 2 groups, attn + MLP)',
                    REPADAPTER, 'luogen1996/RepAdapter configs/repblock/<dataset>.yaml'),
+    'hydra': ('hydra', 'vtab_100e', 'Hydra (rank 2 on proj and fc2)', HYDRA,
+              'extremebird/Hydra vtab1k/configs/hydra_both/<dataset>.yaml'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -125,6 +142,11 @@ def render(method, dataset):
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
         src = f'lr / weight decay: V-PETL Bench {source}'
         pipeline = 'train_pipeline_aug' if aug else 'train_pipeline'
+        if method == 'hydra':
+            _, _, scale, dropout, batch_size = HYDRA_TABLE[dataset]
+            src = f'lr / weight decay / scale / dropout / batch: {source}'
+            method_args = f', scale={scale}, dropout={dropout}'
+            batch = f'batch_size={batch_size}, '
         if method == 'repadapter':
             src = f'lr / weight decay / scale: {source}'
             method_args = f', scale={REPADAPTER_SCALE[dataset]}'

@@ -5,6 +5,7 @@ from .base import PEFTMethod
 from .bitfit import BitFit
 from .dtl import DTL, DTLPlus
 from .full import FullFineTune
+from .hydra import Hydra
 from .linear_probe import LinearProbe
 from .ln_tune import LNTune
 from .lora import LoRA
@@ -14,5 +15,5 @@ from .ssf import SSF
 
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
-    'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter'
+    'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra'
 ]

@@ -57,7 +57,7 @@ class SSF(PEFTMethod):
     def __init__(self, init_std: float = 0.02):
         super().__init__()
         self.init_std = init_std
-        self._sites = []    # (LinearSite, ScaleShift)
+        self._sites = []    # (LinearSite, ScaleShift, registered transform)
         self._wrapped = []  # (norm or conv module, ScaleShift, hook handle)
 
     def attach(self, backbone, spec):
@@ -70,8 +70,9 @@ class SSF(PEFTMethod):
                 site = block.sites[role]
                 ssf = ScaleShift(site.out_features, -1, self.init_std).to(site.weight.device)
                 site.owner.add_module('ssf', ssf)
-                site.add_output_transform(ssf)
-                self._sites.append((site, ssf))
+                transform = (lambda x, y, ssf=ssf: ssf(y))
+                site.add_output_transform(transform)
+                self._sites.append((site, ssf, transform))
         for norm in spec.outer_norms():
             self._wrap_module(norm, norm.weight.shape[0], dim=-1)
 
@@ -86,7 +87,7 @@ class SSF(PEFTMethod):
     @torch.no_grad()
     def merge(self):
         # check everything first, so a refused merge leaves the model untouched
-        for site, _ in self._sites:
+        for site, _, _ in self._sites:
             if site.bias is None:
                 raise ValueError(f'cannot fold SSF into {type(site.owner).__name__}.'
                                  f'{site.weight_name}: the linear has no bias of its own to '
@@ -96,9 +97,9 @@ class SSF(PEFTMethod):
                 raise ValueError(f'cannot fold SSF into {type(module).__name__}: it has no '
                                  'bias of its own to take the shift (e.g. mmseg ViT with '
                                  'patch_bias=False, a LayerNorm without affine)')
-        for site, ssf in self._sites:
+        for site, ssf, transform in self._sites:
             site.merge_affine_(ssf.scale, ssf.shift)
-            site.remove_delta(ssf)
+            site.remove_delta(transform)
             for name, child in list(site.owner.named_children()):
                 if child is ssf:
                     delattr(site.owner, name)

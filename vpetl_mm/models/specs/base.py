@@ -108,8 +108,9 @@ class LinearSite:
         root._deltas.append((self.rows, fn))
         root._on_first_delta()
 
-    def add_output_transform(self, fn: Callable[[Tensor], Tensor]) -> None:
-        """Replace the output ``y`` (all rows, deltas included) by ``fn(y)`` on every forward."""
+    def add_output_transform(self, fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+        """Replace the output ``y`` (all rows, deltas included) by ``fn(x, y)`` on every
+        forward, ``x`` being the linear's input."""
         if self.parent is not None:
             raise ValueError('output transforms act on a whole linear, not on a row slice')
         self._transforms.append(fn)
@@ -126,7 +127,7 @@ class LinearSite:
 
     def apply(self, x: Tensor, out: Tensor) -> Tensor:
         """Return ``out`` plus every registered delta evaluated at input ``x``, then passed
-        through the output transforms."""
+        through the output transforms ``fn(x, out)``."""
         root = self.root()
         total = out.shape[-1]
         for rows, fn in root._deltas:
@@ -135,7 +136,7 @@ class LinearSite:
                 delta = F.pad(delta, (rows.start, total - rows.stop))
             out = out + delta
         for fn in root._transforms:
-            out = fn(out)
+            out = fn(x, out)
         return out
 
     def _on_first_delta(self) -> None:
