@@ -1,50 +1,112 @@
-"""Convert a ViT checkpoint to the mmpretrain ``VisionTransformer`` layout.
+"""Convert a Google or timm ViT checkpoint to the mmpretrain ``VisionTransformer`` layout.
 
     python tools/model_converters/vit2mmpretrain.py SRC DST
 
-SRC is a Google JAX ``.npz`` (e.g. ``ViT-B_16.npz``, ImageNet-21k) or a timm ``.pth``
-(``jx_vit_base_patch16_224_in21k-e5005f0a.pth``; a flat state dict or one under ``model`` /
-``state_dict``). DST gets ``{'state_dict': ..., 'meta': ...}``, written atomically, ready for
-``PEFTBackbone(pretrained=DST)`` with ``VisionTransformer(arch='b', qkv_bias=True,
-norm_cfg=dict(type='LN', eps=1e-6))``.
+SRC is either a Google JAX ``.npz`` (e.g. ``ViT-B_16.npz``, ImageNet-21k) or a torch file
+holding a timm ViT state dict (e.g. ``jx_vit_base_patch16_224_in21k-e5005f0a.pth``), flat or
+under ``model`` / ``state_dict``; it is read with ``weights_only=True``. Safetensors files are
+not read. DST receives ``{'state_dict': ..., 'meta': {'source': ..., 'converter': ...}}``,
+written through a temporary file in DST's folder and a rename, so an interrupted run never
+leaves a partial DST. Classifier heads and ``pre_logits`` are left out.
+
+The result loads with ``strict=True`` into ``VisionTransformer(arch=..., qkv_bias=True,
+norm_cfg=dict(type='LN', eps=1e-6), final_norm=True)`` (mmpretrain's defaults), e.g. through
+``PEFTBackbone(pretrained=DST)``. See ``vpetl_mm/models/converters/vit.py`` for the mapping.
+
+Only torch and numpy are needed: the converter module is loaded from its file, so neither
+mmpretrain nor the ``vpetl_mm`` package has to be importable.
 """
 import argparse
+import importlib.util
 import io
+import os
 import os.path as osp
-import sys
+import pickle
+import tempfile
 
 import numpy as np
 import torch
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
-from vpetl_mm.compat.fileio import atomic_write_bytes  # noqa: E402
-from vpetl_mm.models.converters.vit import (convert_jax_vit_npz,  # noqa: E402
-                                            convert_timm_vit, describe)
+_CONVERTER_FILE = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'vpetl_mm', 'models',
+                           'converters', 'vit.py')
 
 
-def load_source(path):
+def _load_converters():
+    """Import ``vpetl_mm/models/converters/vit.py`` by path, skipping the package ``__init__``s."""
+    spec = importlib.util.spec_from_file_location('_vpetl_mm_vit_converters',
+                                                  osp.normpath(_CONVERTER_FILE))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+vit = _load_converters()
+
+
+def load_and_convert(path):
+    """Read SRC and return ``(converted state dict, format name, dropped key names)``."""
+    if path.endswith('.safetensors'):
+        raise ValueError(f'{path}: safetensors files are not supported; save the state dict '
+                         'with torch.save first')
     if path.endswith('.npz'):
         with np.load(path) as npz:
-            return convert_jax_vit_npz({k: npz[k] for k in npz.files})
+            arrays = {key: npz[key] for key in npz.files}
+        converted, dropped = vit.split_jax_vit_npz(arrays)
+        return converted, 'Google npz', sorted(dropped)
     state = torch.load(path, map_location='cpu', weights_only=True)
-    for key in ('model', 'state_dict'):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    return convert_timm_vit(state)
+    for wrapper in ('model', 'state_dict'):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict):
+        raise ValueError(f'{path}: expected a state dict (or one under "model"/"state_dict"), '
+                         f'got {type(state).__name__}')
+    converted, dropped = vit.split_timm_vit(state)
+    return converted, 'timm state dict', sorted(dropped)
+
+
+def save_atomic(obj, dst):
+    """``torch.save`` to a temporary file next to ``dst``, then rename it over ``dst``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    folder = osp.dirname(osp.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(dst) + '.', suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('src', help='Google .npz or timm .pth')
-    parser.add_argument('dst', help='output .pth')
+    parser = argparse.ArgumentParser(
+        description='Convert a Google JAX .npz or timm ViT checkpoint to mmpretrain '
+                    'VisionTransformer keys (heads dropped).')
+    parser.add_argument('src', help='Google ViT .npz, or a torch file with a timm ViT state dict')
+    parser.add_argument('dst', help='output checkpoint (.pth)')
     args = parser.parse_args(argv)
-    converted = load_source(args.src)
-    buffer = io.BytesIO()
-    torch.save({'state_dict': converted,
-                'meta': dict(source=osp.basename(args.src), converter='vit2mmpretrain')}, buffer)
-    atomic_write_bytes(buffer.getvalue(), args.dst)
-    dims, depth = describe(converted)
-    print(f'converted {len(converted)} tensors (embed dims {dims}, {depth} blocks) -> {args.dst}')
+    if not osp.isfile(args.src):
+        parser.error(f'no such file: {args.src}')
+    try:
+        converted, kind, dropped = load_and_convert(args.src)
+    except (KeyError, ValueError, pickle.UnpicklingError) as err:
+        # str(KeyError) quotes its message; print the plain text
+        parser.exit(1, f'vit2mmpretrain: error: {err.args[0] if err.args else err}\n')
+    save_atomic({'state_dict': converted,
+                 'meta': {'source': osp.basename(args.src), 'converter': 'vit2mmpretrain'}},
+                args.dst)
+    embed_dims, depth = vit.describe(converted)
+    print(f'{args.src} ({kind}): {len(converted)} tensors, embed dims {embed_dims}, '
+          f'depth {depth}')
+    if dropped:
+        print(f'dropped {len(dropped)} classifier tensors: {", ".join(dropped)}')
+    print(f'saved {args.dst}')
 
 
 if __name__ == '__main__':

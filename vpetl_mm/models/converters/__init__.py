@@ -1,4 +1,11 @@
-"""Converters from published checkpoint layouts to the OpenMMLab backbone layouts."""
-from .vit import convert_jax_vit_npz, convert_timm_vit
+"""Weight converters from published checkpoint layouts to OpenMMLab backbone layouts.
 
-__all__ = ['convert_jax_vit_npz', 'convert_timm_vit']
+The modules here depend on torch and numpy only, so ``tools/model_converters`` can use them
+without the OpenMMLab toolboxes being importable.
+"""
+from .vit import (convert_jax_vit_npz, convert_timm_vit, describe, split_jax_vit_npz,
+                  split_timm_vit)
+
+__all__ = [
+    'convert_jax_vit_npz', 'convert_timm_vit', 'describe', 'split_jax_vit_npz', 'split_timm_vit'
+]
