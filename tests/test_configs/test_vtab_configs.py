@@ -12,7 +12,8 @@ CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
                 'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
-                'repadapter': 'RepAdapter', 'hydra': 'Hydra'}
+                'repadapter': 'RepAdapter', 'hydra': 'Hydra', 'fact-tt': 'FacT-TT',
+                'fact-tk': 'FacT-TK'}
 
 
 def test_all_configs_exist():
@@ -87,6 +88,12 @@ def test_hydra_table():
     cfg = load('hydra', 'diabetic_retinopathy')
     assert cfg.model.backbone.method.scale == 4.5 and cfg.model.backbone.method.dropout == 0.2
     assert cfg.optim_wrapper.optimizer.lr == 5e-4 and cfg.train_dataloader.batch_size == 64
+
+
+def test_fact_table():
+    tt, tk = load('fact-tt', 'clevr_dist'), load('fact-tk', 'clevr_dist')
+    assert (tt.model.backbone.method.rank, tt.model.backbone.method.scale) == (4, 10)
+    assert (tk.model.backbone.method.rank, tk.model.backbone.method.scale) == (16, 10)
 
 
 def test_label_smoothing_and_augmentation():

@@ -33,6 +33,10 @@ def trainable(method, backbone=None):
     (dict(type='SSF'), 205824),
     (dict(type='RepAdapter', bottleneck=8, groups=2), 239808),
     (dict(type='Hydra', rank=2), 239712),
+    (dict(type='FacT-TT', rank=8), 21504),
+    (dict(type='FacT-TT', rank=16), 61440),
+    (dict(type='FacT-TK', rank=32), 86528),
+    (dict(type='FacT-TK', rank=16), 30976),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

@@ -231,3 +231,24 @@ def test_dtl_head_moves_final_norm_to_pooled_norm(tmp_path):
         ref = torch.nn.functional.layer_norm(tokens[:, 1:].mean(1), (32, ), plain.ln1.weight,
                                              plain.ln1.bias, eps=1e-6)
         torch.testing.assert_close(model.backbone(x)[-1], ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('method', ['FacT-TT', 'FacT-TK'])
+def test_fact_on_mmpretrain_vit(tmp_path, method):
+    plain, path = pretrained_file(tmp_path, TINY_VIT)
+    model = MODELS.build(classifier_cfg(TINY_VIT, dict(type=method, rank=4, scale=2.0), path))
+    trainable = {n for n, p in model.backbone.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith('peft.methods.fact') for n in trainable), trainable
+    torch.manual_seed(4)
+    for n, p in model.backbone.named_parameters():
+        if p.requires_grad:
+            p.data.normal_(0, 0.2)
+    model.eval()
+    plain.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        unmerged = model.backbone(x)[-1]
+        get_peft_state(model)[0].merge()
+        merged = model.backbone(x)[-1]
+    assert (merged - unmerged).abs().max() < 1e-4
+    assert set(model.backbone.state_dict()) == set(plain.state_dict())

@@ -320,3 +320,42 @@ def test_folding_merge(family, method, tmp_path):
         merged = features(model.backbone, x)
     assert (merged - unmerged).abs().max() < 1e-4 * max(1.0, unmerged.abs().max().item())
     assert set(model.backbone.state_dict()) == set(plain.state_dict())
+
+
+VITS = ['mmaction-vit', 'mmseg-vit']
+
+
+@pytest.mark.parametrize('method', ['FacT-TT', 'FacT-TK'])
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_fact(family, method, tmp_path):
+    """FacT on the plain ViTs: identity at init, one step, exact merge; refused on Swin."""
+    plain, build, batch_fn = setup(family, tmp_path)
+    cfg = dict(type=method, rank=4, scale=0.5)
+    if family not in VITS:
+        with pytest.raises(ValueError, match='one width'):
+            build(cfg)
+        return
+    model = build(cfg)
+    data, x = batch_fn()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
+                                   atol=1e-6)
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    for n, p in model.named_parameters():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+    torch.manual_seed(3)
+    for n, p in model.backbone.named_parameters():
+        if p.requires_grad:
+            p.data.normal_(0, 0.6)
+    model.eval()
+    with torch.no_grad():
+        unmerged = features(model.backbone, x)
+        assert (unmerged - features(plain, x)).abs().max() > 1e-3
+        get_peft_state(model)[0].merge()
+        merged = features(model.backbone, x)
+    assert (merged - unmerged).abs().max() < 1e-4 * max(1.0, unmerged.abs().max().item())
+    assert set(model.backbone.state_dict()) == set(plain.state_dict())

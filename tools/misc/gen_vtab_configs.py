@@ -98,6 +98,20 @@ HYDRA_TABLE = {
 }
 HYDRA = {name: row[:2] for name, row in HYDRA_TABLE.items()}
 
+# (TT rank, TT scale, TK rank, TK scale): JieShibo/PETL-ViT FacT/configs/{tt,tk}/<dataset>.yaml
+# (lr 1e-3, wd 1e-4 for all)
+FACT_TABLE = {
+    'cifar100': (8, 1.0, 32, 0.1), 'caltech101': (16, 10, 32, 10), 'dtd': (8, 0.01, 16, 0.01),
+    'oxford_flowers102': (16, 1, 32, 1), 'oxford_iiit_pet': (8, 1, 16, 10),
+    'svhn': (16, 100, 32, 100), 'sun397': (8, 1, 16, 1), 'patch_camelyon': (8, 10, 32, 10),
+    'eurosat': (8, 100, 32, 100), 'resisc45': (8, 0.1, 32, 10),
+    'diabetic_retinopathy': (8, 1, 16, 1), 'clevr_count': (16, 1, 32, 10),
+    'clevr_dist': (4, 10, 16, 10), 'dmlab': (16, 10, 32, 10), 'kitti': (16, 10, 32, 10),
+    'dsprites_loc': (16, 100, 32, 100), 'dsprites_ori': (16, 1, 32, 1),
+    'smallnorb_azi': (16, 100, 32, 100), 'smallnorb_ele': (8, 10, 16, 10),
+}
+FACT = {name: (1e-3, 1e-4) for name in FACT_TABLE}
+
 METHODS = {
     # name: (peft base, schedule, description, lr/wd table or None for DTL's)
     'linear': ('linear', 'vtab_100e', 'linear probe', LINEAR, 'scripts/run_vit_fclayer.sh'),
@@ -117,6 +131,10 @@ METHODS = {
                    REPADAPTER, 'luogen1996/RepAdapter configs/repblock/<dataset>.yaml'),
     'hydra': ('hydra', 'vtab_100e', 'Hydra (rank 2 on proj and fc2)', HYDRA,
               'extremebird/Hydra vtab1k/configs/hydra_both/<dataset>.yaml'),
+    'fact-tt': ('fact-tt', 'vtab_100e', 'FacT-TT', FACT,
+                'JieShibo/PETL-ViT FacT/configs/tt/<dataset>.yaml'),
+    'fact-tk': ('fact-tk', 'vtab_100e', 'FacT-TK', FACT,
+                'JieShibo/PETL-ViT FacT/configs/tk/<dataset>.yaml'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -147,6 +165,11 @@ def render(method, dataset):
             src = f'lr / weight decay / scale / dropout / batch: {source}'
             method_args = f', scale={scale}, dropout={dropout}'
             batch = f'batch_size={batch_size}, '
+        if method.startswith('fact'):
+            rank, scale = FACT_TABLE[dataset][:2] if method == 'fact-tt' else \
+                FACT_TABLE[dataset][2:]
+            src = f'lr / weight decay / rank / scale: {source}'
+            method_args = f', rank={rank}, scale={scale}'
         if method == 'repadapter':
             src = f'lr / weight decay / scale: {source}'
             method_args = f', scale={REPADAPTER_SCALE[dataset]}'

@@ -4,6 +4,7 @@ from .adaptformer import AdaptFormer
 from .base import PEFTMethod
 from .bitfit import BitFit
 from .dtl import DTL, DTLPlus
+from .fact import FacTTK, FacTTT
 from .full import FullFineTune
 from .hydra import Hydra
 from .linear_probe import LinearProbe
@@ -15,5 +16,6 @@ from .ssf import SSF
 
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
-    'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra'
+    'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT',
+    'FacTTK'
 ]

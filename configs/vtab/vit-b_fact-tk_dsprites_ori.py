@@ -1,0 +1,19 @@
+# VTAB-1K dsprites_ori, FacT-TK, ViT-B/16 (ImageNet-21k).
+# lr / weight decay / rank / scale: JieShibo/PETL-ViT FacT/configs/tk/<dataset>.yaml
+_base_ = [
+    '../_base_/models/vit-b16_in21k.py', '../_base_/peft/fact-tk.py',
+    '../_base_/datasets/vtab.py', '../_base_/schedules/vtab_100e.py',
+    '../_base_/default_runtime.py'
+]
+data_root = 'data/vtab-1k/dsprites_ori'
+model = dict(
+    backbone=dict(backbone=dict(_base_.peft_backbone),
+                  method=dict(_base_.peft_method, rank=32, scale=1)),
+    head=dict(num_classes=16, loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+data_preprocessor = dict(num_classes=16)
+train_dataloader = dict(
+    dataset=dict(data_root=data_root, num_classes=16,
+                 pipeline=_base_.train_pipeline))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=16))
+val_dataloader = test_dataloader
+optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))

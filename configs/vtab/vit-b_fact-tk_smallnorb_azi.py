@@ -1,0 +1,19 @@
+# VTAB-1K smallnorb_azi, FacT-TK, ViT-B/16 (ImageNet-21k).
+# lr / weight decay / rank / scale: JieShibo/PETL-ViT FacT/configs/tk/<dataset>.yaml
+_base_ = [
+    '../_base_/models/vit-b16_in21k.py', '../_base_/peft/fact-tk.py',
+    '../_base_/datasets/vtab.py', '../_base_/schedules/vtab_100e.py',
+    '../_base_/default_runtime.py'
+]
+data_root = 'data/vtab-1k/smallnorb_azi'
+model = dict(
+    backbone=dict(backbone=dict(_base_.peft_backbone),
+                  method=dict(_base_.peft_method, rank=32, scale=100)),
+    head=dict(num_classes=18, loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+data_preprocessor = dict(num_classes=18)
+train_dataloader = dict(
+    dataset=dict(data_root=data_root, num_classes=18,
+                 pipeline=_base_.train_pipeline))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=18))
+val_dataloader = test_dataloader
+optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))

@@ -1,0 +1,19 @@
+# VTAB-1K svhn, FacT-TT, ViT-B/16 (ImageNet-21k).
+# lr / weight decay / rank / scale: JieShibo/PETL-ViT FacT/configs/tt/<dataset>.yaml
+_base_ = [
+    '../_base_/models/vit-b16_in21k.py', '../_base_/peft/fact-tt.py',
+    '../_base_/datasets/vtab.py', '../_base_/schedules/vtab_100e.py',
+    '../_base_/default_runtime.py'
+]
+data_root = 'data/vtab-1k/svhn'
+model = dict(
+    backbone=dict(backbone=dict(_base_.peft_backbone),
+                  method=dict(_base_.peft_method, rank=16, scale=100)),
+    head=dict(num_classes=10, loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
+data_preprocessor = dict(num_classes=10)
+train_dataloader = dict(
+    dataset=dict(data_root=data_root, num_classes=10,
+                 pipeline=_base_.train_pipeline_aug))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=10))
+val_dataloader = test_dataloader
+optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))
