@@ -232,11 +232,29 @@ def test_patched_attention_equals_original(family, tmp_path):
     model = build(dict(type='LinearProbe'))
     _, x = batch_fn()
     model.eval()
-    attn = [b.attn for b in get_peft_state(model)[0].spec.blocks]
-    assert all('forward' in vars(a) for a in attn)  # the patched forward is installed
+    blocks = get_peft_state(model)[0].spec.blocks
+    assert all('forward' in vars(b.attn) for b in blocks)  # the patched forward is installed
+    # mmaction's forward is reproduced op for op (bit-equal); mmseg's runs in SDPA (~1e-7)
+    atol = 0 if family == 'mmaction-vit' else 1e-6
     with torch.no_grad():
         torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
-                                   atol=1e-6)
+                                   atol=atol)
+        for mode in (False, True):  # module level, against the class's own forward
+            for b in blocks:
+                b.attn.train(mode)
+                tokens = torch.randn(2, 5, b.dims)
+                # mmaction: (B, N, C); mmseg's inner nn.MultiheadAttention: (L, B, C) q = k = v
+                args = (tokens, ) if family == 'mmaction-vit' else (tokens.transpose(0, 1), ) * 3
+                patched, original = b.attn(*args), type(b.attn).forward(b.attn, *args)
+                if family == 'mmseg-vit':
+                    patched, original = patched[0], original[0]
+                torch.testing.assert_close(patched, original, rtol=0, atol=atol)
+    if family == 'mmseg-vit':  # with a delta, calls the patched path cannot serve are refused
+        model = build(dict(type='LoRA', rank=2, targets=('q', 'v')))
+        mha = get_peft_state(model)[0].spec.blocks[0].attn
+        q = torch.randn(5, 2, mha.embed_dim)
+        with pytest.raises(NotImplementedError, match='without masks'):
+            mha(q, q, q, attn_mask=torch.zeros(5, 5, dtype=torch.bool))
 
 
 def test_dtl_plus_refuses_video_grids(tmp_path):
@@ -245,12 +263,14 @@ def test_dtl_plus_refuses_video_grids(tmp_path):
         build(dict(type='DTL+', kernel_size=3, add_blocks=(-1, )))
 
 
-@pytest.mark.parametrize('family', ['mmseg-swin', 'mmdet-swin'])
-def test_dtl_plus_on_dense_swin(family, tmp_path):
+@pytest.mark.parametrize('family', ['mmseg-vit', 'mmseg-swin', 'mmdet-swin'])
+def test_dtl_plus_on_dense_2d(family, tmp_path):
+    """DTL+ on the 2-D dense backbones (mmseg's ViT has a cls prefix that bypasses the conv)."""
     plain, build, batch_fn = setup(family, tmp_path)
-    model = build(dict(type='DTL+', kernel_size=3, add_blocks=(2, 3)))
+    vit = family == 'mmseg-vit'
+    model = build(dict(type='DTL+', kernel_size=3, add_blocks=(1, ) if vit else (2, 3)))
     data, x = batch_fn()
-    assert set(get_peft_state(model)[0].methods['dtlplus'].fusion) == {'1'}
+    assert set(get_peft_state(model)[0].methods['dtlplus'].fusion) == {'0' if vit else '1'}
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,

@@ -12,6 +12,12 @@ class MMActionSwin3DSpec(BackboneSpec):
     it as ``(B, D*H*W, C)`` tokens with layout ``(D, H, W)`` and their block-output result is put
     back into 5-D. Per block: ``attn`` is ``WindowAttention3D`` (``qkv``, ``proj`` linears);
     ``mlp`` is the ``Mlp`` (``fc1``, ``fc2``), whose output is the branch before drop-path.
+
+    Unlike the 2-D Swins (whose ``ShiftWindowMSA`` returns ``(B, H*W, C)`` in grid order), the
+    ``attn`` output here is window-partitioned, ``(B * nW, Wd*Wh*Ww, C)`` of the padded and
+    shifted grid: per-token methods may act on it, grid-aware ones must use the block hooks. The
+    window is clamped to the feature size (``get_window_size``), so with few frames the temporal
+    window and shift shrink.
     """
     backbone_classes = ('mmaction.SwinTransformer3D', )
     grid_rank = 3

@@ -38,7 +38,13 @@ class MMActionViTSpec(BackboneSpec):
     :func:`_attention_forward`); with no delta registered it computes exactly what mmaction does.
     Merging touches ``qkv.weight`` only (the q/v biases live on the attention module). ``mlp`` is
     the FFN's ``layers`` (``add_identity=False``; drop-path is applied by the block). Tokens have
-    no prefix; the grid is ``(T / tubelet, H / patch, W / patch)`` of the current input.
+    no prefix; the grid is ``(T / tubelet, H / patch, W / patch)`` of the current input (read off
+    the patch-embedding ``Conv3d`` stride).
+
+    The original forward stays reachable as ``type(attn).forward``; the installed one performs
+    the same operations in the same order, so outputs are bit-equal while no delta is
+    registered. With ``init_values > 0`` the block scales both branches by ``gamma_1`` /
+    ``gamma_2`` after ``attn`` / ``mlp``, so anything added to those outputs is scaled too.
     """
     backbone_classes = ('mmaction.VisionTransformer', )
     grid_rank = 3

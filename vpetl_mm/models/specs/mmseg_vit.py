@@ -18,14 +18,19 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
     """Self-attention of ``torch.nn.MultiheadAttention`` with its projections routed through
     the qkv and proj sites.
 
-    ``query``: ``(L, B, C)`` (mmcv's wrapper transposes batch-first inputs). mmseg's ViT calls it
-    with ``key`` and ``value`` equal to ``query`` and no masks; anything else goes to the
-    original forward, which is exact as long as no method has registered a delta.
+    ``query``: ``(L, B, C)`` (mmcv's wrapper transposes batch-first inputs; ``key`` and ``value``
+    are then separate transposed views of the same storage, hence :func:`_same_tensor`). mmseg's
+    ViT calls it with ``key`` and ``value`` equal to ``query`` and no masks; anything else (masks,
+    ``add_bias_kv``, ``add_zero_attn``, cross-attention) goes to the original forward, which is
+    exact as long as no method has registered a delta. The attention itself runs in
+    ``F.scaled_dot_product_attention``: it differs from torch's explicit softmax path by float
+    rounding only (~1e-7), with the module's ``dropout`` on the attention weights in training.
     """
     qkv_site, proj_site = self._vpetl_sites
     plain = (key_padding_mask is None and attn_mask is None and not is_causal
              and _same_tensor(query, key) and _same_tensor(key, value)
-             and not self.batch_first and self._qkv_same_embed_dim)
+             and not self.batch_first and self._qkv_same_embed_dim
+             and self.bias_k is None and not self.add_zero_attn)
     if not plain:
         if qkv_site.active or proj_site.active:
             raise NotImplementedError('PEFT deltas on nn.MultiheadAttention support plain '
@@ -55,6 +60,10 @@ class MMSegViTSpec(BackboneSpec):
     attention branch before mmcv's proj-dropout, drop-path and residual (the wrapper adds the
     residual itself). ``mlp`` is the FFN's ``layers`` (the FFN adds the residual). Tokens are
     ``[cls (when with_cls_token), H x W patches]``; the grid comes from the patch embedding.
+
+    mmseg quirk: its ``TransformerEncoderLayer`` gives drop-path to the FFN only; the attention
+    branch keeps mmcv's default ``dropout_layer`` (``Dropout(0)``). With ``qkv_bias=False``
+    ``nn.MultiheadAttention`` drops the ``out_proj`` bias as well.
     """
     backbone_classes = ('mmseg.VisionTransformer', )
 
