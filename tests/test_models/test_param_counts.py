@@ -37,6 +37,8 @@ def trainable(method, backbone=None):
     (dict(type='FacT-TT', rank=16), 61440),
     (dict(type='FacT-TK', rank=32), 86528),
     (dict(type='FacT-TK', rank=16), 30976),
+    (dict(type='Adapter+', bottleneck=8), 165984),
+    (dict(type='Adapter+', bottleneck=1), 36876),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

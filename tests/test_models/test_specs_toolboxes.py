@@ -379,3 +379,31 @@ def test_fact(family, method, tmp_path):
         merged = features(model.backbone, x)
     assert (merged - unmerged).abs().max() < 1e-4 * max(1.0, unmerged.abs().max().item())
     assert set(model.backbone.state_dict()) == set(plain.state_dict())
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_adapter_plus(family, tmp_path):
+    """Adapter+ after every block: its formula on the block output, one step, frozen weights."""
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='Adapter+', bottleneck=4, drop_path=0.1))
+    data, x = batch_fn()
+    adapters = [b.module.adapter_plus for b in get_peft_state(model)[0].spec.blocks]
+    for a in adapters:  # zero the up projections: then the backbone must be unchanged
+        torch.nn.init.zeros_(a.up.weight)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
+                                   atol=1e-6)
+        for a in adapters:
+            a.up.bias.normal_(0, 0.1)  # not constant: a final LayerNorm would remove it
+        shifted = features(model.backbone, x)
+        assert (shifted - features(plain, x)).abs().max() > 1e-3
+    in_backbone = {n for n, p in model.named_parameters()
+                   if p.requires_grad and n.startswith('backbone.')}
+    assert in_backbone and all('.adapter_plus.' in n for n in in_backbone)
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    for n, p in model.named_parameters():
+        assert p.requires_grad or torch.equal(p, before[n]), n

@@ -1,5 +1,6 @@
 """PEFT methods, one module per method, registered in ``vpetl_mm.registry.PEFT_METHODS``."""
 from .adapter import Adapter
+from .adapter_plus import AdapterPlus
 from .adaptformer import AdaptFormer
 from .base import PEFTMethod
 from .bitfit import BitFit
@@ -17,5 +18,5 @@ from .ssf import SSF
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT',
-    'FacTTK'
+    'FacTTK', 'AdapterPlus'
 ]
