@@ -5,15 +5,19 @@ _base_ = [
     '../_base_/datasets/vtab.py', '../_base_/schedules/dtl_vtab_110e.py',
     '../_base_/default_runtime.py'
 ]
+vtab_name = 'smallnorb_ele'
 data_root = 'data/vtab-1k/smallnorb_ele'
+num_classes = 9
 model = dict(
     backbone=dict(backbone=dict(_base_.peft_backbone, drop_path_rate=0.1),
                   method=dict(_base_.peft_method, kernel_size=5)),
-    head=dict(num_classes=9, loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
-data_preprocessor = dict(num_classes=9)
+    head=dict(num_classes=num_classes,
+              loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+data_preprocessor = dict(num_classes=num_classes)
 train_dataloader = dict(
-    batch_size=32, dataset=dict(data_root=data_root, num_classes=9,
+    batch_size=32,
+    dataset=dict(data_root=data_root, num_classes=num_classes,
                  pipeline=_base_.train_pipeline))
-test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=9))
-val_dataloader = test_dataloader
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
 optim_wrapper = dict(optimizer=dict(lr=0.001))

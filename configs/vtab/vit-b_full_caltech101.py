@@ -5,15 +5,25 @@ _base_ = [
     '../_base_/datasets/vtab.py', '../_base_/schedules/vtab_100e.py',
     '../_base_/default_runtime.py'
 ]
+vtab_name = 'caltech101'
 data_root = 'data/vtab-1k/caltech101'
+num_classes = 102
 model = dict(
     backbone=dict(backbone=dict(_base_.peft_backbone),
                   method=dict(_base_.peft_method)),
-    head=dict(num_classes=102, loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
-data_preprocessor = dict(num_classes=102)
+    head=dict(num_classes=num_classes,
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
+data_preprocessor = dict(num_classes=num_classes)
 train_dataloader = dict(
-    dataset=dict(data_root=data_root, num_classes=102,
+    dataset=dict(data_root=data_root, num_classes=num_classes,
                  pipeline=_base_.train_pipeline))
-test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=102))
-val_dataloader = test_dataloader
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
 optim_wrapper = dict(optimizer=dict(lr=0.0005, weight_decay=0.005))
+# full fine-tuning: warm-up from 1e-4, cosine to 1e-6 (V-PETL train/train_model_fulltuning.py)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.2, by_epoch=True, begin=0, end=10,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=90, eta_min=1e-06, by_epoch=True, begin=10,
+         end=100, convert_to_iter_based=True),
+]

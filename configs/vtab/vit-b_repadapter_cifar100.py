@@ -5,15 +5,18 @@ _base_ = [
     '../_base_/datasets/vtab.py', '../_base_/schedules/vtab_100e.py',
     '../_base_/default_runtime.py'
 ]
+vtab_name = 'cifar100'
 data_root = 'data/vtab-1k/cifar'
+num_classes = 100
 model = dict(
     backbone=dict(backbone=dict(_base_.peft_backbone),
                   method=dict(_base_.peft_method, scale=0.1)),
-    head=dict(num_classes=100, loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
-data_preprocessor = dict(num_classes=100)
+    head=dict(num_classes=num_classes,
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
+data_preprocessor = dict(num_classes=num_classes)
 train_dataloader = dict(
-    dataset=dict(data_root=data_root, num_classes=100,
+    dataset=dict(data_root=data_root, num_classes=num_classes,
                  pipeline=_base_.train_pipeline))
-test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=100))
-val_dataloader = test_dataloader
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
 optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))

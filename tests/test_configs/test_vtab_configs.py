@@ -7,13 +7,15 @@ import pytest
 pytest.importorskip('mmpretrain')
 from mmengine.config import Config  # noqa: E402
 
+from vpetl_mm.datasets import VTAB_DATASETS  # noqa: E402
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
                 'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
                 'repadapter': 'RepAdapter', 'hydra': 'Hydra', 'fact-tt': 'FacT-TT',
-                'fact-tk': 'FacT-TK'}
+                'fact-tk': 'FacT-TK', 'adapter-plus': 'Adapter+'}
 
 
 def test_all_configs_exist():
@@ -27,13 +29,17 @@ def load(method, dataset):
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(p)[:-3] for p in CONFIGS])
 def test_config_loads_with_protocol(path):
     cfg = Config.fromfile(path)
-    method = osp.basename(path).split('_')[1]
+    _, method, dataset = osp.basename(path)[:-3].split('_', 2)
     assert cfg.model.backbone.method.type == METHOD_TYPES[method]
+    assert cfg.vtab_name == dataset
+    folder, n = VTAB_DATASETS[dataset]
     assert cfg.train_dataloader.dataset.split == 'train800val200'
+    assert cfg.val_dataloader.dataset.split == 'test'
     assert cfg.test_dataloader.dataset.split == 'test'
-    assert cfg.train_dataloader.dataset.data_root == cfg.test_dataloader.dataset.data_root
-    n = cfg.model.head.num_classes
-    assert cfg.train_dataloader.dataset.num_classes == n == cfg.data_preprocessor.num_classes
+    assert cfg.model.head.num_classes == n == cfg.data_preprocessor.num_classes
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[loader].dataset.data_root == f'data/vtab-1k/{folder}'
+        assert cfg[loader].dataset.num_classes == n
     assert cfg.train_cfg.val_interval == cfg.train_cfg.max_epochs  # evaluated once, at the end
 
 
@@ -105,9 +111,74 @@ def test_label_smoothing_and_augmentation():
     assert 'RandAugment' not in types
 
 
-def test_val200_protocol():
+def test_full_finetuning_schedule():
+    # V-PETL's full fine-tuning warms up from 1e-4 and decays to 1e-6
+    for dataset, start in (('cifar100', 0.2), ('dtd', 1.0)):
+        warmup, cosine = load('full', dataset).param_scheduler
+        assert warmup.type == 'LinearLR' and warmup.start_factor == pytest.approx(start)
+        assert cosine.type == 'CosineAnnealingLR' and cosine.eta_min == 1e-6
+    assert load('lora', 'cifar100').param_scheduler[1].eta_min == 1e-5
+
+
+def _with_val200(tmp_path, name):
+    """An experiment config with vtab.py swapped for vtab_val200.py, plus the two protocol lines."""
+    text = open(osp.join(ROOT, 'configs', 'vtab', f'{name}.py')).read()
+    base = osp.join(ROOT, 'configs', '_base_')
+    text = text.replace("'../_base_/datasets/vtab.py'", "'../_base_/datasets/vtab_val200.py'")
+    text = text.replace("'../_base_/", f"'{base}/")
+    text += ("train_cfg = dict(val_interval=10)\n"
+             "default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))\n")
+    path = tmp_path / f'{name.replace("+", "p")}_val200.py'
+    path.write_text(text)
+    return Config.fromfile(str(path))
+
+
+def _check_val200(cfg, folder, n):
+    splits = {k: cfg[k].dataset.split
+              for k in ('train_dataloader', 'val_dataloader', 'test_dataloader')}
+    assert splits == {'train_dataloader': 'train800', 'val_dataloader': 'val200',
+                      'test_dataloader': 'test'}
+    for k in splits:
+        assert cfg[k].dataset.data_root == f'data/vtab-1k/{folder}'
+        assert cfg[k].dataset.num_classes == n
+    val_steps = [t.type for t in cfg.val_dataloader.dataset.pipeline]
+    assert 'RandAugment' not in val_steps and 'RandomFlip' not in val_steps
+    assert cfg.train_cfg.val_interval == 10
+    assert cfg.default_hooks.checkpoint.save_best == 'accuracy/top1'
+    assert cfg.default_hooks.checkpoint.interval == 10  # the runtime's settings are kept
+
+
+@pytest.mark.parametrize('name', ['vit-b_lora_dmlab', 'vit-b_dtl+_oxford_iiit_pet'])
+def test_val200_as_dataset_base(tmp_path, name):
+    cfg = _with_val200(tmp_path, name)
+    folder, n = VTAB_DATASETS[name.split('_', 2)[2]]
+    _check_val200(cfg, folder, n)
+    assert cfg.train_cfg.max_epochs in (100, 110)
+
+
+def test_val200_as_child_of_an_experiment(tmp_path):
+    exp = osp.join(ROOT, 'configs', 'vtab', 'vit-b_adapter_kitti.py')
+    child = tmp_path / 'child.py'
+    child.write_text(
+        f"_base_ = [{exp!r}]\n"
+        "train_dataloader = dict(dataset=dict(split='train800'))\n"
+        "val_dataloader = dict(dataset=dict(split='val200'))\n"
+        "train_cfg = dict(val_interval=10)\n"
+        "default_hooks = dict(checkpoint=dict(save_best='accuracy/top1', rule='greater'))\n")
+    _check_val200(Config.fromfile(str(child)), 'kitti', 4)
+
+
+def test_val200_base_alone():
     cfg = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'datasets', 'vtab_val200.py'))
     assert cfg.train_dataloader.dataset.split == 'train800'
     assert cfg.val_dataloader.dataset.split == 'val200'
     assert cfg.test_dataloader.dataset.split == 'test'
-    assert cfg.default_hooks.checkpoint.save_best == 'accuracy/top1'
+
+
+def test_adapter_plus_protocol():
+    cfg = load('adapter-plus', 'resisc45')
+    assert cfg.model.backbone.method.bottleneck == 8
+    assert cfg.data_preprocessor.mean == [123.675, 116.28, 103.53]
+    assert cfg.data_preprocessor.num_classes == 45
+    assert cfg.optim_wrapper.paramwise_cfg.flat_decay_mult == 0.0
+    assert cfg.model.head.loss.type == 'CrossEntropyLoss'

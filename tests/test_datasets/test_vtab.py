@@ -41,11 +41,22 @@ def test_splits(vtab_root):
     assert ds.metainfo['classes'] == ('0', '1', '2')
 
 
+def test_num_classes_inferred_and_blank_lines(vtab_root):
+    (vtab_root / 'val200.txt').write_text('images/val200/with space.jpg 4\n\n'
+                                          'images/val200/000001.jpg   1  \n')
+    ds = VTAB1k(str(vtab_root), split='val200')
+    assert len(ds) == 2 and ds.num_classes is None
+    assert ds.metainfo['classes'] == ('0', '1', '2', '3', '4')
+    assert ds.get_data_info(1)['gt_label'] == 1
+    named = VTAB1k(str(vtab_root), split='val200', metainfo=dict(classes=list('abcde')))
+    assert tuple(named.metainfo['classes']) == ('a', 'b', 'c', 'd', 'e')
+
+
 def test_errors_name_file_and_line(vtab_root):
     with pytest.raises(ValueError, match='split'):
         VTAB1k(str(vtab_root), split='train')
     (vtab_root / 'test.txt').unlink()
-    with pytest.raises(FileNotFoundError, match='test.txt'):
+    with pytest.raises(FileNotFoundError, match=r'test\.txt.*train800\.txt, val200\.txt'):
         VTAB1k(str(vtab_root), split='test')
     (vtab_root / 'val200.txt').write_text('images/a.jpg 0\nimages/b.jpg\n')
     with pytest.raises(ValueError, match=r'val200.txt:2'):
@@ -53,6 +64,12 @@ def test_errors_name_file_and_line(vtab_root):
     (vtab_root / 'val200.txt').write_text('images/a.jpg 0\nimages/b.jpg 7\n')
     with pytest.raises(ValueError, match=r'val200.txt:2: label 7'):
         VTAB1k(str(vtab_root), split='val200', num_classes=3)
+    (vtab_root / 'val200.txt').write_text('images/a.jpg 0\n\nimages/b.jpg x\n')
+    with pytest.raises(ValueError, match=r'val200.txt:3'):
+        VTAB1k(str(vtab_root), split='val200')
+    (vtab_root / 'val200.txt').write_text('images/a.jpg -1\n')
+    with pytest.raises(ValueError, match=r'val200.txt:1: label -1'):
+        VTAB1k(str(vtab_root), split='val200')
 
 
 def test_benchmark_pipeline_through_registry(vtab_root):

@@ -112,6 +112,14 @@ FACT_TABLE = {
 }
 FACT = {name: (1e-3, 1e-4) for name in FACT_TABLE}
 
+# bottleneck per dataset: visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml
+ADAPTER_PLUS_DIM = {
+    'cifar100': 1, 'caltech101': 4, 'dtd': 2, 'oxford_flowers102': 1, 'oxford_iiit_pet': 8,
+    'svhn': 8, 'sun397': 1, 'patch_camelyon': 8, 'eurosat': 2, 'resisc45': 8,
+    'diabetic_retinopathy': 8, 'clevr_count': 4, 'clevr_dist': 8, 'dmlab': 8, 'kitti': 8,
+    'dsprites_loc': 8, 'dsprites_ori': 4, 'smallnorb_azi': 8, 'smallnorb_ele': 8,
+}
+
 METHODS = {
     # name: (peft base, schedule, description, lr/wd table or None for DTL's)
     'linear': ('linear', 'vtab_100e', 'linear probe', LINEAR, 'scripts/run_vit_fclayer.sh'),
@@ -135,6 +143,8 @@ METHODS = {
                 'JieShibo/PETL-ViT FacT/configs/tt/<dataset>.yaml'),
     'fact-tk': ('fact-tk', 'vtab_100e', 'FacT-TK', FACT,
                 'JieShibo/PETL-ViT FacT/configs/tk/<dataset>.yaml'),
+    'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',
+                     None, 'visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -149,7 +159,13 @@ def render(method, dataset):
     folder, classes = VTAB_DATASETS[dataset]
     smoothing, aug = DATASETS[dataset]
     backbone_args, method_args, batch = '', '', ''
-    if method == 'ssf':  # SSF: --no-aug, no label smoothing, batch 32, per-dataset drop path
+    dp_args = ''
+    if method == 'adapter-plus':  # no augmentation, no label smoothing, ImageNet mean / std
+        src = f'bottleneck: {source}; schedule: its conf/train'
+        method_args = f', bottleneck={ADAPTER_PLUS_DIM[dataset]}'
+        optim, pipeline = '', 'train_pipeline'
+        dp_args = ',\n                         mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]'
+    elif method == 'ssf':  # SSF: --no-aug, no label smoothing, batch 32, per-dataset drop path
         lr, wd, dp = table[dataset]
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
         src = f'lr / weight decay / drop path: {source}'
@@ -182,6 +198,10 @@ def render(method, dataset):
         batch = 'batch_size=32, '
         src = f'lr, drop path{", kernel" if method == "dtl+" else ""}: {source}'
         pipeline = 'train_pipeline'  # DTL: resize only, no augmentation
+    if method == 'full':
+        optim += '\n' + full_schedule(lr)
+    if batch:  # on its own line, before the dataset
+        batch = batch.rstrip(', ') + ',\n    '
     return f'''# VTAB-1K {dataset}, {desc}, ViT-B/16 (ImageNet-21k).
 # {src}
 _base_ = [
@@ -189,23 +209,42 @@ _base_ = [
     '../_base_/datasets/vtab.py', '../_base_/schedules/{schedule}.py',
     '../_base_/default_runtime.py'
 ]
+vtab_name = '{dataset}'
 data_root = 'data/vtab-1k/{folder}'
+num_classes = {classes}
 model = dict(
     backbone=dict(backbone=dict(_base_.peft_backbone{backbone_args}),
                   method=dict(_base_.peft_method{method_args})),
-    head=dict(num_classes={classes}, loss={loss(smoothing, method)}))
-data_preprocessor = dict(num_classes={classes})
+    head=dict(num_classes=num_classes,
+              loss={loss(smoothing, method)}))
+data_preprocessor = dict(num_classes=num_classes{dp_args})
 train_dataloader = dict(
-    {batch}dataset=dict(data_root=data_root, num_classes={classes},
+    {batch}dataset=dict(data_root=data_root, num_classes=num_classes,
                  pipeline=_base_.{pipeline}))
-test_dataloader = dict(dataset=dict(data_root=data_root, num_classes={classes}))
-val_dataloader = test_dataloader
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
 {optim}
 '''
 
 
+# V-PETL Bench train/train_model_fulltuning.py: full fine-tuning warms up from 1e-4 (not 1e-6) and
+# decays to 1e-6 (not 1e-5); the other methods keep the schedule base as it is.
+FULL_WARMUP_FROM, FULL_LR_MIN = 1e-4, 1e-6
+
+
+def full_schedule(lr):
+    start = min(1.0, FULL_WARMUP_FROM / lr)
+    return f'''# full fine-tuning: warm-up from 1e-4, cosine to 1e-6 (V-PETL train/train_model_fulltuning.py)
+param_scheduler = [
+    dict(type='LinearLR', start_factor={start:g}, by_epoch=True, begin=0, end=10,
+         convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=90, eta_min={FULL_LR_MIN}, by_epoch=True, begin=10,
+         end=100, convert_to_iter_based=True),
+]'''
+
+
 def loss(smoothing, method):
-    if smoothing and not method.startswith(('dtl', 'ssf')):  # DTL, SSF: no label smoothing
+    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus')):  # these use none
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

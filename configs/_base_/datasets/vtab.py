@@ -1,9 +1,13 @@
 # VTAB-1K (one dataset folder in the VPT/SSF/NOAH layout, see vpetl_mm.datasets.VTAB1k).
 # Default protocol: train on train800val200, evaluate on test once, at the end of training
 # (the schedules set val_interval to the last epoch); no model selection on the test set.
+# For selection on val200 swap this file for vtab_val200.py.
 # The in21k ViT checkpoints were trained with mean = std = 0.5 (127.5 on 0..255 pixels).
+# mmengine does not re-evaluate this file when a child reassigns data_root / num_classes: the
+# experiment configs set them again inside every dict that uses them.
 dataset_type = 'vpetl_mm.VTAB1k'
-data_root = 'data/vtab-1k/cifar'
+vtab_name = 'cifar100'  # config-file name of the dataset (vpetl_mm.datasets.VTAB_DATASETS)
+data_root = 'data/vtab-1k/cifar'  # its folder
 num_classes = 100
 
 data_preprocessor = dict(num_classes=num_classes, mean=[127.5, 127.5, 127.5],
