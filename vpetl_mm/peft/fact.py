@@ -59,7 +59,7 @@ class FacT(PEFTMethod):
 
     def core(self, block: int, slot: int) -> Tensor:
         """The ``(r, r)`` core of ``slot`` (``q, k, v, proj, fc1_0.., fc2_0..``) of ``block``."""
-        raise NotImplementedError
+        raise NotImplementedError(f'{type(self).__name__} must say where its cores come from')
 
     def _init_factors(self, dims: int, device) -> None:
         self.u = nn.Parameter(torch.empty(self.rank, dims, device=device))
