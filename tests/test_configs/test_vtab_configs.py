@@ -15,7 +15,8 @@ METHOD_TYPES = {'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
                 'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
                 'repadapter': 'RepAdapter', 'hydra': 'Hydra', 'fact-tt': 'FacT-TT',
-                'fact-tk': 'FacT-TK', 'adapter-plus': 'Adapter+'}
+                'fact-tk': 'FacT-TK', 'adapter-plus': 'Adapter+', 'arc': 'ARC',
+                'arc-att': 'ARC_att'}
 
 
 def test_all_configs_exist():
@@ -182,3 +183,11 @@ def test_adapter_plus_protocol():
     assert cfg.data_preprocessor.num_classes == 45
     assert cfg.optim_wrapper.paramwise_cfg.flat_decay_mult == 0.0
     assert cfg.model.head.loss.type == 'CrossEntropyLoss'
+
+
+def test_arc_protocol():
+    cfg = load('arc-att', 'kitti')
+    assert cfg.model.backbone.method.rank == 50
+    assert cfg.optim_wrapper.optimizer.lr == 1e-2 and cfg.optim_wrapper.optimizer.weight_decay == 0
+    assert cfg.optim_wrapper.clip_grad.max_norm == 1.0
+    assert cfg.train_dataloader.batch_size == 32 and cfg.data_preprocessor.num_classes == 4

@@ -39,6 +39,8 @@ def trainable(method, backbone=None):
     (dict(type='FacT-TK', rank=16), 30976),
     (dict(type='Adapter+', bottleneck=8), 165984),
     (dict(type='Adapter+', bottleneck=1), 36876),
+    (dict(type='ARC', rank=50), 96432),
+    (dict(type='ARC_att', rank=50), 48216),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

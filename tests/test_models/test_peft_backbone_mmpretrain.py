@@ -35,9 +35,10 @@ METHODS = {
     'SSF': dict(type='SSF'),
     'RepAdapter': dict(type='RepAdapter', bottleneck=4, groups=2),
     'Hydra': dict(type='Hydra', rank=2, dropout=0.1),
+    'ARC': dict(type='ARC', rank=4),
 }
 # methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
-ZERO_INIT = tuple(m for m in METHODS if m != 'SSF')
+ZERO_INIT = tuple(m for m in METHODS if m not in ('SSF', 'ARC'))  # ARC: MLP rescale xavier
 # which backbone parameters each method may train
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -51,6 +52,7 @@ OWNS = {
     'SSF': lambda n: '.ssf.' in n,
     'RepAdapter': lambda n: '.repadapter_' in n,
     'Hydra': lambda n: '.hydra.' in n,
+    'ARC': lambda n: '.arc_' in n or 'peft.methods.arc' in n,
 }
 
 

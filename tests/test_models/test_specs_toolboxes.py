@@ -19,6 +19,7 @@ METHODS = {
     'AdaptFormer': dict(type='AdaptFormer', bottleneck=4),
     'RepAdapter': dict(type='RepAdapter', bottleneck=4, groups=2),
     'Hydra': dict(type='Hydra', rank=2, dropout=0.1),
+    'ARC_att': dict(type='ARC_att', rank=4),
 }
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -29,6 +30,7 @@ OWNS = {
     'AdaptFormer': lambda n: '.adaptformer.' in n,
     'RepAdapter': lambda n: '.repadapter_' in n,
     'Hydra': lambda n: '.hydra.' in n,
+    'ARC_att': lambda n: '.arc_attn.' in n or 'peft.methods.arc' in n,
 }
 
 
@@ -314,8 +316,9 @@ def test_ssf_trains_and_merges(family, tmp_path):
 
 
 @pytest.mark.parametrize('method', [dict(type='RepAdapter', bottleneck=4, groups=2, scale=0.5),
-                                    dict(type='Hydra', rank=2, scale=0.5, dropout=0.1)],
-                         ids=['RepAdapter', 'Hydra'])
+                                    dict(type='Hydra', rank=2, scale=0.5, dropout=0.1),
+                                    dict(type='ARC', rank=4), dict(type='ARC_att', rank=4)],
+                         ids=['RepAdapter', 'Hydra', 'ARC', 'ARC_att'])
 @pytest.mark.parametrize('family', list(FAMILIES))
 def test_folding_merge(family, method, tmp_path):
     """Methods folded into linears: merged output equals unmerged (eval), plain keys."""
@@ -330,7 +333,7 @@ def test_folding_merge(family, method, tmp_path):
     with torch.no_grad():
         unmerged = features(model.backbone, x)
         assert (unmerged - features(plain, x)).abs().max() > 1e-3
-    if family == 'mmaction-vit' and method['type'] == 'RepAdapter':
+    if family == 'mmaction-vit' and method['type'] in ('RepAdapter', 'ARC', 'ARC_att'):
         # the fused qkv's q/v biases live apart from it: no bias to fold the offset into
         with pytest.raises(ValueError, match='no bias of its own'):
             get_peft_state(model)[0].merge()

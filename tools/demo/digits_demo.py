@@ -31,7 +31,8 @@ from vpetl_mm.compat.fileio import atomic_write_bytes  # noqa: E402
 from vpetl_mm.datasets.digits import export_digits_vtab  # noqa: E402
 
 DEFAULT_METHODS = ('linear', 'lora', 'adapter', 'dtl', 'adaptformer', 'bitfit', 'lntune', 'ssf',
-                   'repadapter', 'hydra', 'fact-tt', 'fact-tk', 'partial-1', 'full')
+                   'repadapter', 'hydra', 'fact-tt', 'fact-tk', 'adapter-plus', 'arc', 'arc-att',
+                   'partial-1', 'full')
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_{}_digits.py')
 SOURCE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_scratch_digits-source.py')
 

@@ -120,6 +120,10 @@ ADAPTER_PLUS_DIM = {
     'dsprites_loc': 8, 'dsprites_ori': 4, 'smallnorb_azi': 8, 'smallnorb_ele': 8,
 }
 
+# data_preprocessor arguments for the methods whose authors normalise with ImageNet mean / std
+IMAGENET_NORM = (',\n                         mean=[123.675, 116.28, 103.53], '
+                 'std=[58.395, 57.12, 57.375]')
+
 METHODS = {
     # name: (peft base, schedule, description, lr/wd table or None for DTL's)
     'linear': ('linear', 'vtab_100e', 'linear probe', LINEAR, 'scripts/run_vit_fclayer.sh'),
@@ -145,6 +149,10 @@ METHODS = {
                 'JieShibo/PETL-ViT FacT/configs/tk/<dataset>.yaml'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',
                      None, 'visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml'),
+    'arc': ('arc', 'arc_vtab_100e', 'ARC (d=50, attention and MLP)', None,
+            'DavidYanAnDe/ARC vtab_ARC_train.py defaults'),
+    'arc-att': ('arc-att', 'arc_vtab_100e', 'ARC_att (d=50, attention only)', None,
+                'DavidYanAnDe/ARC vtab_ARC_train.py defaults'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -160,11 +168,15 @@ def render(method, dataset):
     smoothing, aug = DATASETS[dataset]
     backbone_args, method_args, batch = '', '', ''
     dp_args = ''
-    if method == 'adapter-plus':  # no augmentation, no label smoothing, ImageNet mean / std
+    if method.startswith('arc'):  # no augmentation, no label smoothing, ImageNet mean / std
+        src = f'schedule: {source} (no per-dataset values)'
+        optim, pipeline, batch = '', 'train_pipeline', 'batch_size=32, '
+        dp_args = IMAGENET_NORM
+    elif method == 'adapter-plus':  # no augmentation, no label smoothing, ImageNet mean / std
         src = f'bottleneck: {source}; schedule: its conf/train'
         method_args = f', bottleneck={ADAPTER_PLUS_DIM[dataset]}'
         optim, pipeline = '', 'train_pipeline'
-        dp_args = ',\n                         mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375]'
+        dp_args = IMAGENET_NORM
     elif method == 'ssf':  # SSF: --no-aug, no label smoothing, batch 32, per-dataset drop path
         lr, wd, dp = table[dataset]
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
@@ -244,7 +256,7 @@ param_scheduler = [
 
 
 def loss(smoothing, method):
-    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus')):  # these use none
+    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc')):  # none there
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

@@ -2,6 +2,7 @@
 from .adapter import Adapter
 from .adapter_plus import AdapterPlus
 from .adaptformer import AdaptFormer
+from .arc import ARC, ARCAtt
 from .base import PEFTMethod
 from .bitfit import BitFit
 from .dtl import DTL, DTLPlus
@@ -18,5 +19,5 @@ from .ssf import SSF
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT',
-    'FacTTK', 'AdapterPlus'
+    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt'
 ]
