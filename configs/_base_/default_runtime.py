@@ -13,6 +13,7 @@ default_hooks = dict(
     visualization=dict(type='VisualizationHook', enable=False),
 )
 custom_hooks = [
+    dict(type='vpetl_mm.PEFTSelectionHook'),  # SCT / GPS: selection pass (no-op otherwise)
     dict(type='vpetl_mm.PEFTSummaryHook'),
     dict(type='vpetl_mm.TrainableCheckpointHook'),
 ]

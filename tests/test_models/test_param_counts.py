@@ -41,6 +41,10 @@ def trainable(method, backbone=None):
     (dict(type='Adapter+', bottleneck=1), 36876),
     (dict(type='ARC', rank=50), 96432),
     (dict(type='ARC_att', rank=50), 48216),
+    (dict(type='Houlsby', bottleneck=8), 313536),
+    (dict(type='SCT', top_n=96), 111744),
+    (dict(type='Compacter', bottleneck=64, phm_dim=4), 48448),
+    (dict(type='Compacter', bottleneck=64, phm_dim=4, input_norm=False), 30016),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count

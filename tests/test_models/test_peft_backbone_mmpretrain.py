@@ -36,9 +36,12 @@ METHODS = {
     'RepAdapter': dict(type='RepAdapter', bottleneck=4, groups=2),
     'Hydra': dict(type='Hydra', rank=2, dropout=0.1),
     'ARC': dict(type='ARC', rank=4),
+    'Houlsby': dict(type='Houlsby', bottleneck=4),
+    'Compacter': dict(type='Compacter', bottleneck=4, phm_dim=2),
 }
 # methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
-ZERO_INIT = tuple(m for m in METHODS if m not in ('SSF', 'ARC'))  # ARC: MLP rescale xavier
+# (ARC: MLP rescale xavier; Houlsby: near-identity truncated-normal init of both projections)
+ZERO_INIT = tuple(m for m in METHODS if m not in ('SSF', 'ARC', 'Houlsby'))
 # which backbone parameters each method may train
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -53,6 +56,8 @@ OWNS = {
     'RepAdapter': lambda n: '.repadapter_' in n,
     'Hydra': lambda n: '.hydra.' in n,
     'ARC': lambda n: '.arc_' in n or 'peft.methods.arc' in n,
+    'Houlsby': lambda n: '.adapter_attn.' in n or '.adapter_mlp.' in n,
+    'Compacter': lambda n: '.compacter.' in n or 'peft.methods.compacter.' in n,
 }
 
 

@@ -20,6 +20,7 @@ METHODS = {
     'RepAdapter': dict(type='RepAdapter', bottleneck=4, groups=2),
     'Hydra': dict(type='Hydra', rank=2, dropout=0.1),
     'ARC_att': dict(type='ARC_att', rank=4),
+    'Compacter': dict(type='Compacter', bottleneck=4, phm_dim=2),
 }
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -31,6 +32,7 @@ OWNS = {
     'RepAdapter': lambda n: '.repadapter_' in n,
     'Hydra': lambda n: '.hydra.' in n,
     'ARC_att': lambda n: '.arc_attn.' in n or 'peft.methods.arc' in n,
+    'Compacter': lambda n: '.compacter.' in n or 'peft.methods.compacter.' in n,
 }
 
 
@@ -410,3 +412,40 @@ def test_adapter_plus(family, tmp_path):
     assert torch.isfinite(log_vars['loss'])
     for n, p in model.named_parameters():
         assert p.requires_grad or torch.equal(p, before[n]), n
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_houlsby(family, tmp_path):
+    """Houlsby: both adapters in the forward pass (attention one through the proj site), the
+    identity when their up projections are zero, one step trains both and nothing frozen."""
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='Houlsby', bottleneck=4))
+    data, x = batch_fn()
+    blocks = [b.module for b in get_peft_state(model)[0].spec.blocks]
+    adapters = [m for b in blocks for m in (b.adapter_attn, b.adapter_mlp)]
+    model.eval()
+    with torch.no_grad():
+        assert (features(model.backbone, x) - features(plain, x)).abs().max() > 0
+        for a in adapters:
+            torch.nn.init.zeros_(a.up.weight)
+        torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
+                                   atol=1e-6)
+        for position in ('adapter_attn', 'adapter_mlp'):  # each one alone moves the output
+            getattr(blocks[0], position).up.bias.normal_(0, 0.1)
+            assert (features(model.backbone, x) - features(plain, x)).abs().max() > 1e-3
+            getattr(blocks[0], position).up.bias.zero_()
+    in_backbone = {n for n, p in model.named_parameters()
+                   if p.requires_grad and n.startswith('backbone.')}
+    assert in_backbone and all('.adapter_attn.' in n or '.adapter_mlp.' in n
+                               for n in in_backbone)
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    params = dict(model.named_parameters())
+    for n, p in params.items():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+    for position in ('adapter_attn', 'adapter_mlp'):
+        moved = [n for n in in_backbone if f'.{position}.up.weight' in n
+                 and not torch.equal(params[n], before[n])]
+        assert moved, f'no {position} up projection trained'

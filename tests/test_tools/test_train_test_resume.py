@@ -164,3 +164,46 @@ def test_dist_train_two_processes_on_cpu(tmp_path, digits_root, tiny_pretrained)
         assert torch.equal(r0[k], r1[k]), k
     assert [osp.basename(p) for p in glob.glob(str(tmp_path / 'work' / '*.pth'))
             if 'epoch' in p] == ['epoch_1.pth']
+
+
+@pytest.mark.parametrize('method', ['sct', 'gps'])
+def test_selection_pass_runs_once_and_resumes(tmp_path, digits_root, tiny_pretrained, method,
+                                              monkeypatch):
+    """SCT / GPS select before training through the default runtime's PEFTSelectionHook; a
+    killed run resumes with the stored selection (the pass is not run again) and ends where
+    an uninterrupted run ends."""
+    cfg_file = osp.join(ROOT, 'configs', 'demo', f'vit-tiny_{method}_digits.py')
+    options = tiny_options(digits_root, tiny_pretrained, 2)
+    if method == 'sct':
+        options.append('model.backbone.method.top_n=4')
+
+    def runner(work_dir, resume=False, crash_after=None):
+        argv = [cfg_file, '--work-dir', str(work_dir), '--cfg-options', *options]
+        if resume:
+            argv[1:1] = ['--resume']
+        cfg = train_tool.merge_args(Config.fromfile(cfg_file), train_tool.parse_args(argv))
+        if crash_after:
+            cfg.custom_hooks.append(dict(type='CrashAfterEpochHook', epoch=crash_after))
+        return Runner.from_cfg(cfg)
+
+    full = runner(tmp_path / 'full')
+    full.train()
+    final = trainable(full)
+    selection = {k for k in final if k.endswith(('.sct.index', 'selected')) or
+                 '.connections_' in k}
+    assert selection, sorted(final)
+
+    part = runner(tmp_path / 'part', crash_after=1)
+    with pytest.raises(Crash):
+        part.train()
+    method_cls = type(next(iter(vpetl_mm.models.get_peft_state(part.model)[0].methods.values())))
+
+    def no_second_pass(self, model, batches):
+        raise AssertionError('the selection pass ran again on resume')
+    monkeypatch.setattr(method_cls, 'select', no_second_pass)
+    resumed = runner(tmp_path / 'part', resume=True)
+    resumed.train()
+    after = trainable(resumed)
+    assert after.keys() == final.keys()
+    for k in final:
+        torch.testing.assert_close(after[k], final[k], rtol=0, atol=0, msg=k)

@@ -32,7 +32,7 @@ from vpetl_mm.datasets.digits import export_digits_vtab  # noqa: E402
 
 DEFAULT_METHODS = ('linear', 'lora', 'adapter', 'dtl', 'adaptformer', 'bitfit', 'lntune', 'ssf',
                    'repadapter', 'hydra', 'fact-tt', 'fact-tk', 'adapter-plus', 'arc', 'arc-att',
-                   'partial-1', 'full')
+                   'houlsby', 'compacter', 'sct', 'gps', 'partial-1', 'full')
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_{}_digits.py')
 SOURCE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_scratch_digits-source.py')
 
@@ -83,9 +83,13 @@ def run(config, work_dir, data_root, pretrained=None, epochs=None, verbose=False
             sched.T_max = epochs
     runner = Runner.from_cfg(cfg)
     runner.train()
-    metrics = runner.test()
     backbone = runner.model.backbone
-    trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    tuned = [m.tuned_elements() for m in backbone.peft.methods.values()]
+    if any(t is not None for t in tuned):  # sparse methods (GPS): the elements that can change
+        trainable = sum(t for t in tuned if t is not None)
+    else:
+        trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    metrics = runner.test()
     return metrics['accuracy/top1'], trainable, runner
 
 

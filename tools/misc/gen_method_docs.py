@@ -38,6 +38,9 @@ def vit_b_count(method: dict) -> int:
             backbone=dict(type='VisionTransformer', arch='b', img_size=224, patch_size=16,
                           init_cfg=None),
             method=method))
+    tuned = [m.tuned_elements() for m in backbone.peft.methods.values()]
+    if any(t is not None for t in tuned):  # sparse methods: the elements that can change
+        return sum(t for t in tuned if t is not None)
     return sum(p.numel() for p in backbone.parameters() if p.requires_grad)
 
 

@@ -112,6 +112,24 @@ FACT_TABLE = {
 }
 FACT = {name: (1e-3, 1e-4) for name in FACT_TABLE}
 
+# (lr, weight decay): zhaohengyuan1/SCT run_model_sct.sh; the datasets trained with augmentation
+# in its configs/model_sct/vtab/*.yaml (label smoothing as in DATASETS)
+SCT = dict(ADAPTER, cifar100=(0.013, 1.0), svhn=(0.075, 0.03))
+SCT_AUG = ('dtd', 'oxford_iiit_pet', 'svhn', 'patch_camelyon', 'eurosat', 'resisc45',
+           'diabetic_retinopathy', 'kitti', 'clevr_count', 'clevr_dist', 'dmlab')
+
+# (batch, lr): FightingFighting/GPS train_scripts/vit/vtab/<dataset>/train_gps.sh (connections 2
+# on patch_camelyon, 1 elsewhere; Adam, weight decay 0, no augmentation)
+GPS = {
+    'cifar100': (32, 1e-2), 'caltech101': (16, 2e-3), 'dtd': (16, 2e-3),
+    'oxford_flowers102': (16, 2e-3), 'oxford_iiit_pet': (32, 3e-3), 'svhn': (32, 5e-3),
+    'sun397': (16, 2.5e-3), 'patch_camelyon': (32, 4e-3), 'eurosat': (16, 2e-3),
+    'resisc45': (16, 1.5e-3), 'diabetic_retinopathy': (32, 2e-3), 'clevr_count': (16, 3e-4),
+    'clevr_dist': (16, 2e-3), 'dmlab': (16, 1.5e-3), 'kitti': (16, 1e-3),
+    'dsprites_loc': (32, 7e-3), 'dsprites_ori': (16, 5e-4), 'smallnorb_azi': (32, 3e-3),
+    'smallnorb_ele': (32, 3e-4),
+}
+
 # bottleneck per dataset: visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml
 ADAPTER_PLUS_DIM = {
     'cifar100': 1, 'caltech101': 4, 'dtd': 2, 'oxford_flowers102': 1, 'oxford_iiit_pet': 8,
@@ -147,12 +165,22 @@ METHODS = {
                 'JieShibo/PETL-ViT FacT/configs/tt/<dataset>.yaml'),
     'fact-tk': ('fact-tk', 'vtab_100e', 'FacT-TK', FACT,
                 'JieShibo/PETL-ViT FacT/configs/tk/<dataset>.yaml'),
+    # no VTAB-1K per-dataset values are published for these two; V-PETL's shared table is used
+    'houlsby': ('houlsby', 'vtab_100e', 'Houlsby adapter (bottleneck 8, after attention and MLP)',
+                ADAPTER, 'scripts/run_vit_adapter.sh (shared table; none published for Houlsby)'),
+    'compacter': ('compacter', 'vtab_100e', 'Compacter (PHM adapter after the MLP, n=4, d=64)',
+                  ADAPTER, 'scripts/run_vit_adapter.sh (shared table; none published for '
+                  'Compacter on VTAB-1K)'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',
                      None, 'visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml'),
     'arc': ('arc', 'arc_vtab_100e', 'ARC (d=50, attention and MLP)', None,
             'DavidYanAnDe/ARC vtab_ARC_train.py defaults'),
     'arc-att': ('arc-att', 'arc_vtab_100e', 'ARC_att (d=50, attention only)', None,
                 'DavidYanAnDe/ARC vtab_ARC_train.py defaults'),
+    'sct': ('sct', 'vtab_100e', 'SCT (96 salient channels after attention)', SCT,
+            'zhaohengyuan1/SCT run_model_sct.sh, configs/model_sct/vtab/<dataset>.yaml'),
+    'gps': ('gps', 'gps_vtab_100e', 'GPS (1 connection per neuron, all biases)', None,
+            'FightingFighting/GPS train_scripts/vit/vtab/<dataset>/train_gps.sh'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -177,6 +205,12 @@ def render(method, dataset):
         method_args = f', bottleneck={ADAPTER_PLUS_DIM[dataset]}'
         optim, pipeline = '', 'train_pipeline'
         dp_args = IMAGENET_NORM
+    elif method == 'gps':  # Adam, wd 0 (schedule base), no augmentation, per-dataset batch
+        batch_size, lr = GPS[dataset]
+        optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}))'
+        src = f'batch / lr / connections: {source}'
+        method_args = ', connections=2' if dataset == 'patch_camelyon' else ''
+        batch, pipeline = f'batch_size={batch_size}, ', 'train_pipeline'
     elif method == 'ssf':  # SSF: --no-aug, no label smoothing, batch 32, per-dataset drop path
         lr, wd, dp = table[dataset]
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
@@ -188,6 +222,9 @@ def render(method, dataset):
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
         src = f'lr / weight decay: V-PETL Bench {source}'
         pipeline = 'train_pipeline_aug' if aug else 'train_pipeline'
+        if method == 'sct':
+            src = f'lr / weight decay / augmentation: {source}'
+            pipeline = 'train_pipeline_aug' if dataset in SCT_AUG else 'train_pipeline'
         if method == 'hydra':
             _, _, scale, dropout, batch_size = HYDRA_TABLE[dataset]
             src = f'lr / weight decay / scale / dropout / batch: {source}'
@@ -256,7 +293,7 @@ param_scheduler = [
 
 
 def loss(smoothing, method):
-    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc')):  # none there
+    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps')):
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

@@ -8,9 +8,10 @@ from torch import nn
 def trainable_state_dict(model: nn.Module, state_dict: Dict = None) -> OrderedDict:
     """The entries of ``state_dict`` (default: ``model.state_dict()``) that training changes.
 
-    These are the parameters with ``requires_grad`` and the buffers of modules that own such a
-    parameter (e.g. the running statistics of a trainable norm). Everything else is rebuilt from
-    the config and the pretrained checkpoint.
+    These are the parameters with ``requires_grad``, the buffers of modules that own such a
+    parameter (e.g. the running statistics of a trainable norm) and the buffers of the PEFT
+    methods themselves (``...peft.methods.<name>.*``: state such as selected indices). Everything
+    else is rebuilt from the config and the pretrained checkpoint.
     """
     state_dict = model.state_dict() if state_dict is None else state_dict
     keep = set()
@@ -21,6 +22,9 @@ def trainable_state_dict(model: nn.Module, state_dict: Dict = None) -> OrderedDi
         prefix = f'{module_name}.' if module_name else ''
         keep.update(prefix + n for n, p in params if p.requires_grad)
         keep.update(prefix + n for n, _ in module.named_buffers(recurse=False))
+    for name, _ in model.named_buffers():
+        if name.startswith('peft.methods.') or '.peft.methods.' in name:
+            keep.add(name)
     return OrderedDict((k, v) for k, v in state_dict.items() if k in keep)
 
 

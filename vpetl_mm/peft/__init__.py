@@ -5,19 +5,23 @@ from .adaptformer import AdaptFormer
 from .arc import ARC, ARCAtt
 from .base import PEFTMethod
 from .bitfit import BitFit
+from .compacter import Compacter
 from .dtl import DTL, DTLPlus
 from .fact import FacTTK, FacTTT
+from .gps import GPS
 from .full import FullFineTune
+from .houlsby import HoulsbyAdapter
 from .hydra import Hydra
 from .linear_probe import LinearProbe
 from .ln_tune import LNTune
 from .lora import LoRA
 from .partial import PartialK
 from .repadapter import RepAdapter
+from .sct import SCT
 from .ssf import SSF
 
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT',
-    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt'
+    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS'
 ]

@@ -1,5 +1,5 @@
 """The base class of every PEFT method."""
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from torch import nn
 
@@ -19,10 +19,31 @@ class PEFTMethod(nn.Module):
             leaving a plain backbone with the same outputs.
         paper (str): the reference, for the generated docs.
         placement (str): where it attaches, in a few words, for the generated docs.
+        needs_selection (bool): the method picks what it tunes from a pass over training data
+            before training (:meth:`select`, run by ``vpetl_mm.PEFTSelectionHook``).
     """
     mergeable: bool = False
     paper: str = ''
     placement: str = ''
+    needs_selection: bool = False
+
+    def is_selected(self) -> bool:
+        """Whether the selection :meth:`select` makes is in place (run, or loaded)."""
+        return True
+
+    def select(self, model: nn.Module, batches: Iterable[dict]) -> str:
+        """Pick what to tune from ``batches`` (pre-processed ``dict(inputs, data_samples)``) run
+        through ``model`` (the whole toolbox model, unwrapped); returns a one-line summary for
+        the log. Only for ``needs_selection``."""
+        raise TypeError(f'{type(self).__name__} has no selection pass')
+
+    def check_optimizer(self, optim_wrapper) -> None:
+        """Refuse optimizer settings the method cannot train under (called before training)."""
+
+    def tuned_elements(self) -> Optional[int]:
+        """Backbone elements training can change, where fewer than the ``requires_grad``
+        parameters hold (methods that update a sparse subset); ``None`` otherwise."""
+        return None
 
     def attach(self, backbone: nn.Module, spec) -> None:
         raise NotImplementedError(f'{type(self).__name__}.attach is missing')

@@ -17,8 +17,10 @@ def format_summary(model, depth: int = 1) -> str:
         lines.append(f'{name:<{width}}{trainable:>14,}{total:>14,}{pct:>8.3f}%')
     for state in get_peft_state(model):
         for name, method in state.methods.items():
+            tuned = method.tuned_elements()
             lines.append(f'PEFT method {name}: {type(method).__name__}'
-                         f'{" (mergeable)" if method.mergeable else ""}')
+                         f'{" (mergeable)" if method.mergeable else ""}'
+                         f'{"" if tuned is None else f"; tunes {tuned:,} elements of its tensors"}')
     return '\n'.join(lines)
 
 

@@ -1,0 +1,23 @@
+# VTAB-1K patch_camelyon, GPS (1 connection per neuron, all biases), ViT-B/16 (ImageNet-21k).
+# batch / lr / connections: FightingFighting/GPS train_scripts/vit/vtab/<dataset>/train_gps.sh
+_base_ = [
+    '../_base_/models/vit-b16_in21k.py', '../_base_/peft/gps.py',
+    '../_base_/datasets/vtab.py', '../_base_/schedules/gps_vtab_100e.py',
+    '../_base_/default_runtime.py'
+]
+vtab_name = 'patch_camelyon'
+data_root = 'data/vtab-1k/patch_camelyon'
+num_classes = 2
+model = dict(
+    backbone=dict(backbone=dict(_base_.peft_backbone),
+                  method=dict(_base_.peft_method, connections=2)),
+    head=dict(num_classes=num_classes,
+              loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+data_preprocessor = dict(num_classes=num_classes)
+train_dataloader = dict(
+    batch_size=32,
+    dataset=dict(data_root=data_root, num_classes=num_classes,
+                 pipeline=_base_.train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+optim_wrapper = dict(optimizer=dict(lr=0.004))
