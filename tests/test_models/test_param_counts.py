@@ -43,8 +43,20 @@ def trainable(method, backbone=None):
     (dict(type='ARC_att', rank=50), 48216),
     (dict(type='Houlsby', bottleneck=8), 313536),
     (dict(type='SCT', top_n=96), 111744),
+    (dict(type='KAdaptation'), 50176),
     (dict(type='Compacter', bottleneck=64, phm_dim=4), 48448),
     (dict(type='Compacter', bottleneck=64, phm_dim=4, input_norm=False), 30016),
 ])
 def test_vit_b16_counts(method, count):
     assert trainable(method) == count
+
+
+CLIP_B32 = dict(type='VisionTransformer', arch='b', img_size=224, patch_size=32, pre_norm=True,
+                norm_cfg=dict(type='LN', eps=1e-5),
+                layer_cfgs=dict(act_cfg=dict(type='QuickGELU')), init_cfg=None)
+
+
+def test_kadaptation_clip_b32_count():
+    """KAdaptation's own setting: the CLIP ViT-B/32 image tower, 50,176 (PEViT README's 79,699
+    minus the average linear-probe head of its 20 datasets)."""
+    assert trainable(dict(type='KAdaptation'), CLIP_B32) == 50176

@@ -21,6 +21,7 @@ METHODS = {
     'Hydra': dict(type='Hydra', rank=2, dropout=0.1),
     'ARC_att': dict(type='ARC_att', rank=4),
     'Compacter': dict(type='Compacter', bottleneck=4, phm_dim=2),
+    'KAdaptation': dict(type='KAdaptation', phm_dim=4),
 }
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -33,6 +34,7 @@ OWNS = {
     'Hydra': lambda n: '.hydra.' in n,
     'ARC_att': lambda n: '.arc_attn.' in n or 'peft.methods.arc' in n,
     'Compacter': lambda n: '.compacter.' in n or 'peft.methods.compacter.' in n,
+    'KAdaptation': lambda n: '.kadaptation.' in n or 'peft.methods.kadaptation.' in n,
 }
 
 
@@ -319,8 +321,9 @@ def test_ssf_trains_and_merges(family, tmp_path):
 
 @pytest.mark.parametrize('method', [dict(type='RepAdapter', bottleneck=4, groups=2, scale=0.5),
                                     dict(type='Hydra', rank=2, scale=0.5, dropout=0.1),
-                                    dict(type='ARC', rank=4), dict(type='ARC_att', rank=4)],
-                         ids=['RepAdapter', 'Hydra', 'ARC', 'ARC_att'])
+                                    dict(type='ARC', rank=4), dict(type='ARC_att', rank=4),
+                                    dict(type='KAdaptation', phm_dim=4, scale=1.0)],
+                         ids=['RepAdapter', 'Hydra', 'ARC', 'ARC_att', 'KAdaptation'])
 @pytest.mark.parametrize('family', list(FAMILIES))
 def test_folding_merge(family, method, tmp_path):
     """Methods folded into linears: merged output equals unmerged (eval), plain keys."""
@@ -335,7 +338,8 @@ def test_folding_merge(family, method, tmp_path):
     with torch.no_grad():
         unmerged = features(model.backbone, x)
         assert (unmerged - features(plain, x)).abs().max() > 1e-3
-    if family == 'mmaction-vit' and method['type'] in ('RepAdapter', 'ARC', 'ARC_att'):
+    if family == 'mmaction-vit' and method['type'] in ('RepAdapter', 'ARC', 'ARC_att',
+                                                       'KAdaptation'):
         # the fused qkv's q/v biases live apart from it: no bias to fold the offset into
         with pytest.raises(ValueError, match='no bias of its own'):
             get_peft_state(model)[0].merge()

@@ -171,6 +171,9 @@ METHODS = {
     'compacter': ('compacter', 'vtab_100e', 'Compacter (PHM adapter after the MLP, n=4, d=64)',
                   ADAPTER, 'scripts/run_vit_adapter.sh (shared table; none published for '
                   'Compacter on VTAB-1K)'),
+    'kadaptation': ('kadaptation', 'vtab_100e', 'KAdaptation (Kronecker updates of q and v)',
+                    ADAPTER, 'scripts/run_vit_adapter.sh (shared table; KAdaptation publishes '
+                    'no VTAB-1K values)'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',
                      None, 'visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml'),
     'arc': ('arc', 'arc_vtab_100e', 'ARC (d=50, attention and MLP)', None,

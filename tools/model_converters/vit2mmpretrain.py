@@ -2,9 +2,13 @@
 
     python tools/model_converters/vit2mmpretrain.py SRC DST
 
-SRC is either a Google JAX ``.npz`` (e.g. ``ViT-B_16.npz``, ImageNet-21k) or a torch file
+SRC is either a Google JAX ``.npz`` (e.g. ``ViT-B_16.npz``, ImageNet-21k), a torch file
 holding a timm ViT state dict (e.g. ``jx_vit_base_patch16_224_in21k-e5005f0a.pth``), flat or
-under ``model`` / ``state_dict``; it is read with ``weights_only=True``. Safetensors files are
+under ``model`` / ``state_dict``, read with ``weights_only=True``, or an OpenAI CLIP model
+(``ViT-B-32.pt`` / ``ViT-B-16.pt``: a TorchScript archive, read with ``torch.jit.load``, so only
+convert files you trust; or a plain CLIP state dict), whose image tower is kept. CLIP towers
+load into ``VisionTransformer(..., pre_norm=True, norm_cfg=dict(type='LN', eps=1e-5),
+layer_cfgs=dict(act_cfg=dict(type='QuickGELU')))`` (``configs/_base_/models/clip-vit-b*.py``). Safetensors files are
 not read. DST receives ``{'state_dict': ..., 'meta': {'source': ..., 'converter': ...}}``,
 written through a temporary file in DST's folder and a rename, so an interrupted run never
 leaves a partial DST. Classifier heads and ``pre_logits`` are left out.
@@ -53,7 +57,10 @@ def load_and_convert(path):
             arrays = {key: npz[key] for key in npz.files}
         converted, dropped = vit.split_jax_vit_npz(arrays)
         return converted, 'Google npz', sorted(dropped)
-    state = torch.load(path, map_location='cpu', weights_only=True)
+    if _is_torchscript(path):  # OpenAI's released CLIP files are TorchScript archives
+        state = torch.jit.load(path, map_location='cpu').state_dict()
+    else:
+        state = torch.load(path, map_location='cpu', weights_only=True)
     for wrapper in ('model', 'state_dict'):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -61,8 +68,24 @@ def load_and_convert(path):
     if not isinstance(state, dict):
         raise ValueError(f'{path}: expected a state dict (or one under "model"/"state_dict"), '
                          f'got {type(state).__name__}')
+    if vit.is_openai_clip(state):
+        converted, dropped = vit.split_openai_clip(state)
+        text = [k for k in dropped if k not in ('proj', 'visual.proj')]
+        notes = [k for k in dropped if k in ('proj', 'visual.proj')]
+        if text:
+            notes.append(f'{len(text)} text-tower / logit-scale tensors')
+        return converted, 'OpenAI CLIP image tower', notes
     converted, dropped = vit.split_timm_vit(state)
     return converted, 'timm state dict', sorted(dropped)
+
+
+def _is_torchscript(path):
+    """Whether ``path`` is a TorchScript archive (a zip holding ``constants.pkl``)."""
+    import zipfile
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith('/constants.pkl') for name in archive.namelist())
 
 
 def save_atomic(obj, dst):
@@ -86,9 +109,10 @@ def save_atomic(obj, dst):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description='Convert a Google JAX .npz or timm ViT checkpoint to mmpretrain '
+        description='Convert a Google JAX .npz, timm ViT or OpenAI CLIP checkpoint to mmpretrain '
                     'VisionTransformer keys (heads dropped).')
-    parser.add_argument('src', help='Google ViT .npz, or a torch file with a timm ViT state dict')
+    parser.add_argument('src', help='Google ViT .npz, a torch file with a timm ViT state dict, '
+                                    'or an OpenAI CLIP model file')
     parser.add_argument('dst', help='output checkpoint (.pth)')
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
@@ -105,7 +129,7 @@ def main(argv=None):
     print(f'{args.src} ({kind}): {len(converted)} tensors, embed dims {embed_dims}, '
           f'depth {depth}')
     if dropped:
-        print(f'dropped {len(dropped)} classifier tensors: {", ".join(dropped)}')
+        print(f'dropped (not part of the backbone): {", ".join(dropped)}')
     print(f'saved {args.dst}')
 
 

@@ -12,6 +12,7 @@ from .gps import GPS
 from .full import FullFineTune
 from .houlsby import HoulsbyAdapter
 from .hydra import Hydra
+from .kadaptation import KAdaptation
 from .linear_probe import LinearProbe
 from .ln_tune import LNTune
 from .lora import LoRA
@@ -23,5 +24,5 @@ from .ssf import SSF
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT',
-    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS'
+    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation'
 ]

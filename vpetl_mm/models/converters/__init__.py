@@ -3,9 +3,10 @@
 The modules here depend on torch and numpy only, so ``tools/model_converters`` can use them
 without the OpenMMLab toolboxes being importable.
 """
-from .vit import (convert_jax_vit_npz, convert_timm_vit, describe, split_jax_vit_npz,
-                  split_timm_vit)
+from .vit import (convert_jax_vit_npz, convert_timm_vit, describe, is_openai_clip,
+                  split_jax_vit_npz, split_openai_clip, split_timm_vit)
 
 __all__ = [
-    'convert_jax_vit_npz', 'convert_timm_vit', 'describe', 'split_jax_vit_npz', 'split_timm_vit'
+    'convert_jax_vit_npz', 'convert_timm_vit', 'describe', 'is_openai_clip', 'split_jax_vit_npz',
+    'split_openai_clip', 'split_timm_vit'
 ]

@@ -62,6 +62,8 @@ _TIMM_TOP_LEVEL = {
     'patch_embed.proj.bias': 'patch_embed.projection.bias',
     'norm.weight': 'ln1.weight',
     'norm.bias': 'ln1.bias',
+    'norm_pre.weight': 'pre_norm.weight',
+    'norm_pre.bias': 'pre_norm.bias',
     'fc_norm.weight': 'ln2.weight',
     'fc_norm.bias': 'ln2.bias',
 }
@@ -128,6 +130,54 @@ def convert_timm_vit(state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict[str
     if dropped:
         logger.info('convert_timm_vit: dropped the classifier keys %s', sorted(dropped))
     return backbone
+
+
+# OpenAI CLIP image-tower name -> timm name (then mapped by the timm table); the order matters
+_OPENAI_CLIP_SWAPS = (
+    ('conv1.', 'patch_embed.proj.'), ('class_embedding', 'cls_token'),
+    ('positional_embedding', 'pos_embed'), ('transformer.resblocks.', 'blocks.'),
+    ('ln_pre.', 'norm_pre.'), ('ln_post.', 'norm.'), ('.ln_1.', '.norm1.'), ('.ln_2.', '.norm2.'),
+    ('attn.in_proj_weight', 'attn.qkv.weight'), ('attn.in_proj_bias', 'attn.qkv.bias'),
+    ('attn.out_proj.', 'attn.proj.'), ('mlp.c_fc.', 'mlp.fc1.'), ('mlp.c_proj.', 'mlp.fc2.'),
+)
+
+
+def is_openai_clip(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``state_dict`` is an OpenAI CLIP model (``visual.*``) or its image tower."""
+    return 'visual.conv1.weight' in state_dict or 'conv1.weight' in state_dict
+
+
+def split_openai_clip(
+    state_dict: Mapping[str, torch.Tensor]
+) -> Tuple['OrderedDict[str, torch.Tensor]', Dict[str, torch.Tensor]]:
+    """Rename an OpenAI CLIP ViT image tower to mmpretrain ``VisionTransformer`` keys.
+
+    Accepts the whole CLIP model (the ``visual.*`` keys are used, the text tower is set aside)
+    or the image tower alone. ``conv1`` becomes ``patch_embed.projection`` (no bias: build the
+    backbone with ``pre_norm=True``), ``ln_pre`` ``pre_norm``, ``ln_post`` the final ``ln1``,
+    ``class_embedding`` ``(C,)`` the ``cls_token`` ``(1, 1, C)``, ``positional_embedding``
+    ``(N, C)`` the ``pos_embed`` ``(1, N, C)``; the blocks map as timm's.
+
+    Returns:
+        ``(backbone, dropped)``: ``dropped`` holds the image projection ``proj`` ``(C, D)`` (a
+        linear map before a trained head adds nothing) and every non-image key, untouched.
+    """
+    prefix = 'visual.' if 'visual.conv1.weight' in state_dict else ''
+    timm_like, dropped = OrderedDict(), {}
+    for key, value in state_dict.items():
+        if not key.startswith(prefix) or key == f'{prefix}proj':
+            dropped[key] = value
+            continue
+        name = key[len(prefix):]
+        for old, new in _OPENAI_CLIP_SWAPS:
+            name = name.replace(old, new)
+        if name == 'cls_token':
+            value = value.reshape(1, 1, -1)
+        elif name == 'pos_embed':
+            value = value.unsqueeze(0)
+        timm_like[name] = value
+    backbone, _ = split_timm_vit(timm_like)
+    return backbone, dropped
 
 
 def _npz_prefix(npz: Mapping[str, np.ndarray]) -> str:
