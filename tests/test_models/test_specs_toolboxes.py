@@ -453,3 +453,41 @@ def test_houlsby(family, tmp_path):
         moved = [n for n in in_backbone if f'.{position}.up.weight' in n
                  and not torch.equal(params[n], before[n])]
         assert moved, f'no {position} up projection trained'
+
+
+@pytest.mark.parametrize('method', [dict(type='SCT', top_n=4), dict(type='SCT', top_n=4,
+                                                                      mode='mlp'),
+                                    dict(type='GPS')], ids=['SCT', 'SCT-mlp', 'GPS'])
+@pytest.mark.parametrize('family', ['mmaction-vit', 'mmaction-swin3d'])
+def test_selection_methods_in_recognizers(family, method, tmp_path):
+    """SCT / GPS select from a video recognizer's labelled batch, then a step moves only what
+    they tune; segmentation / detection data carry no class label and are refused clearly."""
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(method)
+    data, x = batch_fn()
+    state = get_peft_state(model)[0]
+    selector = next(iter(state.methods.values()))
+    assert not selector.is_selected()
+    selector.select(model, iter([model.data_preprocessor(data, False)]))
+    assert selector.is_selected()
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optim = OptimWrapper(torch.optim.Adam(model.parameters(), lr=1e-2))
+    assert torch.isfinite(model.train_step(data, optim)['loss'])
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith('backbone.') for n in moved)
+    if method['type'] == 'SCT':
+        assert all('.sct.' in n or not n.startswith('backbone.') for n in moved), moved
+    else:
+        tuned = {id(w) for w, _ in selector._weights} | {id(b) for b in selector._biases}
+        params = dict(model.named_parameters())
+        assert all(id(params[n]) in tuned or not n.startswith('backbone.') for n in moved)
+
+
+def test_selection_refuses_unlabelled_dense_data(tmp_path):
+    _, build, batch_fn = setup('mmseg-swin', tmp_path)
+    model = build(dict(type='SCT', top_n=4))
+    data, _ = batch_fn()
+    selector = get_peft_state(model)[0].methods['sct']
+    with pytest.raises(TypeError, match='gt_label'):
+        selector.select(model, iter([model.data_preprocessor(data, False)]))

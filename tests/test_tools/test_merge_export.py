@@ -13,17 +13,19 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from tools.model_converters import merge_peft  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CFG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_lora_digits.py')
+CFG_TEMPLATE = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_{}_digits.py')
 
 
-def test_merged_checkpoint_loads_without_vpetl_mm(tmp_path, tiny_pretrained):
+@pytest.mark.parametrize('method', ['lora', 'kadaptation', 'arc', 'gps'])
+def test_merged_checkpoint_loads_without_vpetl_mm(tmp_path, tiny_pretrained, method):
+    cfg_file = CFG_TEMPLATE.format(method)
     import vpetl_mm
     from mmpretrain.registry import MODELS
     options = ['model.backbone.backbone.arch.embed_dims=32',
                'model.backbone.backbone.arch.num_heads=2',
                'model.backbone.backbone.arch.feedforward_channels=64',
                'model.head.in_channels=32', f'model.backbone.pretrained={tiny_pretrained}']
-    cfg = Config.fromfile(CFG)
+    cfg = Config.fromfile(cfg_file)
     cfg.merge_from_dict({'model.backbone.backbone.arch.embed_dims': 32,
                          'model.backbone.backbone.arch.num_heads': 2,
                          'model.backbone.backbone.arch.feedforward_channels': 64,
@@ -37,7 +39,7 @@ def test_merged_checkpoint_loads_without_vpetl_mm(tmp_path, tiny_pretrained):
     ckpt = tmp_path / 'trained.pth'
     torch.save({'state_dict': vpetl_mm.engine.trainable_state_dict(model)}, ckpt)
     out = tmp_path / 'merged.pth'
-    merge_peft.main([CFG, str(ckpt), str(out), '--cfg-options', *options])
+    merge_peft.main([cfg_file, str(ckpt), str(out), '--cfg-options', *options])
 
     x = torch.randn(2, 3, 32, 32)
     model.eval()
