@@ -11,7 +11,9 @@ from vpetl_mm.datasets import VTAB_DATASETS  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
-METHOD_TYPES = {'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby', 'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
+METHOD_TYPES = {'mona': 'Mona', 'lorand': 'LoRand', 'patt': 'PATT',
+                'vpt-shallow': 'VPT-shallow', 'vpt-deep': 'VPT-deep',
+                'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby', 'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
                 'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
                 'repadapter': 'RepAdapter', 'hydra': 'Hydra', 'fact-tt': 'FacT-TT',

@@ -44,6 +44,13 @@ def trainable(method, backbone=None):
     (dict(type='Houlsby', bottleneck=8), 313536),
     (dict(type='SCT', top_n=96), 111744),
     (dict(type='KAdaptation'), 50176),
+    (dict(type='VPT-shallow', length=100), 76800),
+    (dict(type='PATT', mid=32), 903552),
+    # BAPAT: AdaptFormer (64, no LN) + PATT (mid 32), V-PETL's 2.06M on VideoMAE ViT-B
+    ([dict(type='AdaptFormer', bottleneck=64, input_norm=False), dict(type='PATT', mid=32)],
+     1189632 + 903552),
+    (dict(type='VPT-deep', length=1), 9216),
+    (dict(type='VPT-deep', length=50), 460800),
     (dict(type='Compacter', bottleneck=64, phm_dim=4), 48448),
     (dict(type='Compacter', bottleneck=64, phm_dim=4, input_norm=False), 30016),
 ])

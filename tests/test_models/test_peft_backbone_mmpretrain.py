@@ -39,10 +39,14 @@ METHODS = {
     'Houlsby': dict(type='Houlsby', bottleneck=4),
     'Compacter': dict(type='Compacter', bottleneck=4, phm_dim=2),
     'KAdaptation': dict(type='KAdaptation', phm_dim=4),
+    'Mona': dict(type='Mona', bottleneck=8),
+    'LoRand': dict(type='LoRand', branches=2, kernel=2),
+    'PATT': dict(type='PATT', mid=4),
 }
 # methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
-# (ARC: MLP rescale xavier; Houlsby: near-identity truncated-normal init of both projections)
-ZERO_INIT = tuple(m for m in METHODS if m not in ('SSF', 'ARC', 'Houlsby'))
+# (ARC: MLP rescale xavier; Houlsby: near-identity truncated-normal init of both projections;
+# Mona and LoRand: random up projections, as their authors initialise them)
+ZERO_INIT = tuple(m for m in METHODS if m not in ('SSF', 'ARC', 'Houlsby', 'Mona', 'LoRand'))
 # which backbone parameters each method may train
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -60,6 +64,9 @@ OWNS = {
     'Houlsby': lambda n: '.adapter_attn.' in n or '.adapter_mlp.' in n,
     'Compacter': lambda n: '.compacter.' in n or 'peft.methods.compacter.' in n,
     'KAdaptation': lambda n: '.kadaptation.' in n or 'peft.methods.kadaptation.' in n,
+    'Mona': lambda n: '.mona_attn.' in n or '.mona_mlp.' in n,
+    'LoRand': lambda n: '.lorand_attn.' in n or '.lorand_mlp.' in n,
+    'PATT': lambda n: '.patt.' in n,
 }
 
 

@@ -22,6 +22,7 @@ METHODS = {
     'ARC_att': dict(type='ARC_att', rank=4),
     'Compacter': dict(type='Compacter', bottleneck=4, phm_dim=2),
     'KAdaptation': dict(type='KAdaptation', phm_dim=4),
+    'PATT': dict(type='PATT', mid=4, targets=('q', 'v')),
 }
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -35,6 +36,7 @@ OWNS = {
     'ARC_att': lambda n: '.arc_attn.' in n or 'peft.methods.arc' in n,
     'Compacter': lambda n: '.compacter.' in n or 'peft.methods.compacter.' in n,
     'KAdaptation': lambda n: '.kadaptation.' in n or 'peft.methods.kadaptation.' in n,
+    'PATT': lambda n: '.patt.' in n,
 }
 
 

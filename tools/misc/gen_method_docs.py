@@ -22,8 +22,10 @@ def default_settings():
     from mmengine.config import Config
     found = {}
     for path in sorted(glob.glob(osp.join(ROOT, 'configs', '_base_', 'peft', '*.py'))):
-        method = Config.fromfile(path).peft_method.to_dict()
-        found.setdefault(method['type'], (osp.relpath(path, ROOT), method))
+        method = Config.fromfile(path).peft_method
+        if isinstance(method, dict):  # a list is a composition of registered methods
+            method = method.to_dict()
+            found.setdefault(method['type'], (osp.relpath(path, ROOT), method))
     return found
 
 

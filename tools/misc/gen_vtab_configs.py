@@ -174,6 +174,21 @@ METHODS = {
     'kadaptation': ('kadaptation', 'vtab_100e', 'KAdaptation (Kronecker updates of q and v)',
                     ADAPTER, 'scripts/run_vit_adapter.sh (shared table; KAdaptation publishes '
                     'no VTAB-1K values)'),
+    # V-PETL Bench scripts/run_vit_vptshallow.sh: the fclayer (LINEAR) values, 100 prompts
+    'vpt-shallow': ('vpt-shallow', 'vtab_100e', 'VPT-shallow (100 prompts)', LINEAR,
+                    'scripts/run_vit_vptshallow.sh'),
+    # VPT-deep has no script in V-PETL; the VPT paper tunes lr and the prompt length per task
+    # (not in our reference tables): V-PETL's shared table and 10 prompts are a starting point
+    'vpt-deep': ('vpt-deep', 'vtab_100e', 'VPT-deep (10 prompts per block)', ADAPTER,
+                 'scripts/run_vit_adapter.sh (shared table; the per-task VPT-deep lengths and lr '
+                 'of the VPT paper are not reproduced here)'),
+    # no VTAB-1K values are published for these (dense / video methods): V-PETL's shared table
+    'mona': ('mona', 'vtab_100e', 'Mona (two multi-cognitive adapters per block)', ADAPTER,
+             'scripts/run_vit_adapter.sh (shared table; Mona publishes dense settings only)'),
+    'lorand': ('lorand', 'vtab_100e', 'LoRand (2 branches, kernel 8)', ADAPTER,
+               'scripts/run_vit_adapter.sh (shared table; LoRand publishes dense settings only)'),
+    'patt': ('patt', 'vtab_100e', 'PATT (k, v; width 64)', ADAPTER,
+             'scripts/run_vit_adapter.sh (shared table; PATT publishes video settings only)'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',
                      None, 'visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml'),
     'arc': ('arc', 'arc_vtab_100e', 'ARC (d=50, attention and MLP)', None,

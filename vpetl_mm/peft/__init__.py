@@ -16,13 +16,17 @@ from .kadaptation import KAdaptation
 from .linear_probe import LinearProbe
 from .ln_tune import LNTune
 from .lora import LoRA
+from .lorand import LoRand
+from .mona import Mona
 from .partial import PartialK
+from .patt import PATT
 from .repadapter import RepAdapter
 from .sct import SCT
+from .vpt import VPTDeep, VPTShallow
 from .ssf import SSF
 
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT',
-    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation'
+    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation', 'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT'
 ]

@@ -95,13 +95,9 @@ class SCT(PEFTMethod):
             adapter = ChannelAdapter(self.top_n).to(block.norm2.weight.device)
             block.module.add_module('sct', adapter)
             if self.mode == 'attn':
-                layouts = {}
-                self._handles += [
-                    spec.on_block_input(block,
-                                        lambda t, layout, d=layouts: d.update(last=layout)),
-                    block.norm2.register_forward_pre_hook(
-                        lambda m, args, a=adapter, d=layouts, i=block.index: self._attn_hook(
-                            args[0], a, d['last'], i))]
+                self._handles.append(spec.on_attention_residual(
+                    block, lambda h, layout, a=adapter, i=block.index: self._attn_hook(
+                        h, a, layout, i)))
                 transform = None
             else:
                 transform = (lambda x, y, a=adapter: self._mlp_transform(y, a))
@@ -118,12 +114,11 @@ class SCT(PEFTMethod):
                                'vpetl_mm default_runtime has it) or load a checkpoint of a run '
                                'that made the selection')
 
-    def _attn_hook(self, h: Tensor, adapter: ChannelAdapter, layout, index: int):
+    def _attn_hook(self, h: Tensor, adapter: ChannelAdapter, layout, index: int) -> Tensor:
         if self._stats is not None:
-            self._observe(h, layout, index)
-            return
+            return self._observe(h, layout, index)
         self._check()
-        h.index_add_(-1, adapter.index, adapter.delta(h))  # in place: norm2 input and residual
+        return h.index_add(-1, adapter.index, adapter.delta(h))
 
     def _mlp_transform(self, y: Tensor, adapter: ChannelAdapter) -> Tensor:
         if self._stats is not None:

@@ -233,6 +233,9 @@ class BackboneSpec:
     backbone_classes: Sequence[str] = ()
     #: grid rank of the tokens: 2 for images, 3 for video
     grid_rank: int = 2
+    #: whether a block accepts a longer token sequence (extra tokens after the prefix) through
+    #: :meth:`replace_block_input`: true for plain ViTs, false for windowed (Swin) blocks
+    accepts_extra_tokens: bool = False
 
     def __init__(self, backbone: nn.Module):
         self.backbone = backbone
@@ -279,6 +282,45 @@ class BackboneSpec:
             fn(tokens, self._layout(block, tokens, args))
 
         return block.module.register_forward_pre_hook(hook)
+
+    def replace_block_input(self, block: BlockInfo,
+                            fn: Callable[[Tensor, TokenLayout], Tensor]):
+        """Replace the token input of ``block`` by ``fn(tokens, layout)``; returns a handle.
+
+        ``fn`` may change the number of tokens only where :attr:`accepts_extra_tokens` holds
+        (then the spec's block output hook callers must restore the original count before the
+        backbone's own code sees the sequence again).
+        """
+
+        def hook(module, args):
+            tokens = self._tokens_in(block, args)
+            new = fn(tokens, self._layout(block, tokens, args))
+            return (self._tokens_out(block, args[0], new), ) + tuple(args[1:])
+
+        return block.module.register_forward_pre_hook(hook)
+
+    def on_attention_residual(self, block: BlockInfo,
+                              fn: Callable[[Tensor, TokenLayout], Tensor]):
+        """Replace the residual stream between the attention and the MLP of ``block`` (the sum
+        ``h = x + attn(...)`` that feeds both ``norm2`` and the MLP's skip connection) by
+        ``fn(tokens, layout)``, ``(B, N, C) -> (B, N, C)``; returns a handle.
+
+        The blocks pass one tensor to ``norm2`` and to the skip, so the new value is written
+        into it in place (from ``fn`` of a copy, which keeps autograd intact).
+        """
+        layouts = {}
+
+        def remember(module, args):
+            tokens = self._tokens_in(block, args)
+            layouts['last'] = self._layout(block, tokens, args)
+
+        def replace(module, args):
+            h = args[0]
+            flat = h.clone().reshape(h.shape[0], -1, h.shape[-1])
+            h.copy_(fn(flat, layouts['last']).reshape(h.shape))
+
+        return _Handles([block.module.register_forward_pre_hook(remember),
+                         block.norm2.register_forward_pre_hook(replace)])
 
     def on_block_output(self, block: BlockInfo,
                         fn: Callable[[Tensor, TokenLayout], Tensor]):

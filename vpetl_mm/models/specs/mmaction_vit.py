@@ -47,6 +47,7 @@ class MMActionViTSpec(BackboneSpec):
     ``gamma_2`` after ``attn`` / ``mlp``, so anything added to those outputs is scaled too.
     """
     backbone_classes = ('mmaction.VisionTransformer', )
+    accepts_extra_tokens = True
     grid_rank = 3
 
     def _build_blocks(self):

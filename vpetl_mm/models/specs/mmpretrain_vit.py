@@ -14,6 +14,7 @@ class MMPretrainViTSpec(BackboneSpec):
     resolution of the current input.
     """
     backbone_classes = ('mmpretrain.VisionTransformer', )
+    accepts_extra_tokens = True
 
     def _build_blocks(self):
         self.backbone.patch_embed.register_forward_hook(self._remember_grid)

@@ -66,6 +66,7 @@ class MMSegViTSpec(BackboneSpec):
     ``nn.MultiheadAttention`` drops the ``out_proj`` bias as well.
     """
     backbone_classes = ('mmseg.VisionTransformer', )
+    accepts_extra_tokens = True
 
     def _build_blocks(self):
         self.backbone.patch_embed.register_forward_hook(self._remember_grid)
