@@ -7,13 +7,16 @@ import pytest
 pytest.importorskip('mmpretrain')
 from mmengine.config import Config  # noqa: E402
 
+from tools.misc import gen_vtab_configs as GEN  # noqa: E402
 from vpetl_mm.datasets import VTAB_DATASETS  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
-METHOD_TYPES = {'mona': 'Mona', 'lorand': 'LoRand', 'patt': 'PATT',
+METHOD_TYPES = {'mona': 'Mona', 'lorand': 'LoRand', 'patt': 'PATT', 'noah': 'VPT-deep',
                 'vpt-shallow': 'VPT-shallow', 'vpt-deep': 'VPT-deep',
-                'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby', 'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
+                'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby',
+                'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune',
+                'lora': 'LoRA',
                 'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
                 'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
                 'repadapter': 'RepAdapter', 'hydra': 'Hydra', 'fact-tt': 'FacT-TT',
@@ -33,7 +36,9 @@ def load(method, dataset):
 def test_config_loads_with_protocol(path):
     cfg = Config.fromfile(path)
     _, method, dataset = osp.basename(path)[:-3].split('_', 2)
-    assert cfg.model.backbone.method.type == METHOD_TYPES[method]
+    methods = cfg.model.backbone.method  # NOAH: a composition, VPT-deep first
+    first = methods[0] if method == 'noah' else methods
+    assert first.type == METHOD_TYPES[method]
     assert cfg.vtab_name == dataset
     folder, n = VTAB_DATASETS[dataset]
     assert cfg.train_dataloader.dataset.split == 'train800val200'
@@ -193,3 +198,27 @@ def test_arc_protocol():
     assert cfg.optim_wrapper.optimizer.lr == 1e-2 and cfg.optim_wrapper.optimizer.weight_decay == 0
     assert cfg.optim_wrapper.clip_grad.max_norm == 1.0
     assert cfg.train_dataloader.batch_size == 32 and cfg.data_preprocessor.num_classes == 4
+
+
+@pytest.mark.parametrize('dataset,count', [('dtd', 287), ('sun397', 287), ('svhn', 432)])
+def test_noah_subnets(dataset, count):
+    """NOAH's subnets as compositions: per-block sizes, ViT-B/16 counts in thousands as computed
+    from its YAMLs (prompts + LoRA + adapters, 287k for dtd / sun397 up to 432k for svhn)."""
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+
+    import vpetl_mm  # noqa: F401
+    cfg = load('noah', dataset)
+    backbone = cfg.model.backbone.to_dict()
+    backbone['pretrained'] = None
+    init_default_scope('mmpretrain')
+    with torch.device('meta'):
+        model = MODELS.build(backbone)
+    assert list(model.peft.methods)[0] == 'vpt-deep'
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert round(trainable / 1000) == count
+    prompts, ranks, dims = ([int(v) for v in row.split(',')]
+                            for row in GEN.NOAH[dataset])
+    assert trainable == sum(768 * p + 3072 * r + 1537 * d + 768
+                            for p, r, d in zip(prompts, ranks, dims))

@@ -47,13 +47,14 @@ def test_official_formula(tmp_path, kind):
     model = MODELS.build(classifier_cfg(TINY_VIT, dict(type=kind, length=3), path))
     model.eval()
     method = model.backbone.peft.methods[kind.lower()]
-    assert method.prompts.shape == ((4 if kind == 'VPT-deep' else 1), 3, 32)
+    sets = 4 if kind == 'VPT-deep' else 1
+    assert method.prompts.shape == (sets * 3, 32)
     bound = (6 / (3 * 8 * 8 + 32))**0.5
     assert method.prompts.abs().max() <= bound
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         out = model.backbone(x)[-1]
-        torch.testing.assert_close(out, official_vpt(plain, x, method.prompts,
+        torch.testing.assert_close(out, official_vpt(plain, x, method.prompts.view(sets, 3, 32),
                                                      kind == 'VPT-deep'), rtol=0, atol=1e-5)
         assert (out - plain(x)[-1]).abs().max() > 1e-4  # the prompts are in the path
 
@@ -136,3 +137,30 @@ def test_windowed_toolbox_backbones_refused(family, tmp_path):
     _, build, _ = setup(family, tmp_path)
     with pytest.raises(TypeError, match='cannot take'):
         build(dict(type='VPT-shallow', length=2))
+
+
+def test_deep_lengths_per_block(tmp_path):
+    """NOAH's variable-length deep prompts: one length per block (0: none in that block)."""
+    plain, path = pretrained_file(tmp_path, TINY_VIT)
+    plain.eval()
+    lengths = [2, 0, 3, 1]
+    model = MODELS.build(classifier_cfg(TINY_VIT, dict(type='VPT-deep', length=lengths), path))
+    model.eval()
+    prompts = model.backbone.peft.methods['vpt-deep'].prompts
+    assert prompts.shape == (6, 32)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens, _ = plain.patch_embed(x)
+        tokens = torch.cat([plain.cls_token.expand(2, -1, -1), tokens], 1) + plain.pos_embed
+        start = 0
+        for n, layer in zip(lengths, plain.layers):
+            p = prompts[start:start + n].expand(2, -1, -1)
+            start += n
+            tokens = layer(torch.cat([tokens[:, :1], p, tokens[:, 1:]], 1))
+            tokens = torch.cat([tokens[:, :1], tokens[:, 1 + n:]], 1)
+        torch.testing.assert_close(model.backbone(x)[-1], plain.ln1(tokens)[:, 0], rtol=0,
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match='one length per block'):
+        MODELS.build(classifier_cfg(TINY_VIT, dict(type='VPT-deep', length=[1, 2]), path))
+    with pytest.raises(ValueError, match='takes one length'):
+        MODELS.build(classifier_cfg(TINY_VIT, dict(type='VPT-shallow', length=[1, 2]), path))

@@ -130,6 +130,66 @@ GPS = {
     'smallnorb_ele': (32, 3e-4),
 }
 
+# NOAH's searched VTAB-1K subnets, per block 0..11: (VPT-deep tokens, LoRA rank, Adapter dim),
+# ZhangYuanhan-AI/NOAH experiments/NOAH/subnet/VTAB/ViT-B_prompt_<dataset>.yaml (RETRAIN)
+NOAH = {
+    'cifar100': ('10,5,10,1,5,1,10,1,10,5,1,10', '10,1,5,5,1,10,1,1,1,10,1,1',
+                 '5,10,10,10,5,1,1,1,10,10,10,1'),
+    'caltech101': ('5,10,1,5,10,1,10,1,10,1,10,1', '1,10,10,10,5,10,10,10,5,1,10,1',
+                   '10,1,5,10,10,1,5,5,10,1,5,10'),
+    'dtd': ('10,5,1,1,5,10,5,1,1,5,1,1', '10,5,1,1,5,10,5,1,1,5,1,1',
+            '1,1,1,10,1,1,10,10,10,10,10,1'),
+    'oxford_flowers102': ('10,10,5,5,1,10,1,5,10,1,5,10', '10,10,5,5,1,10,1,5,10,1,5,10',
+                          '5,1,5,5,1,1,10,5,5,10,5,10'),
+    'oxford_iiit_pet': ('10,5,5,10,1,10,10,10,10,5,10,10', '10,1,1,10,5,1,1,5,10,10,1,10',
+                        '1,5,5,5,5,10,1,5,10,1,1,5'),
+    'svhn': ('10,5,5,10,5,5,5,5,5,5,5,5', '5,5,5,10,5,5,5,10,10,10,10,5',
+             '5,5,5,5,5,10,5,10,5,5,5,5'),
+    'sun397': ('5,1,10,5,5,10,1,5,1,1,1,1', '10,10,5,5,1,1,10,1,1,1,1,10',
+               '10,5,1,1,1,10,5,5,1,1,5,1'),
+    'patch_camelyon': ('10,10,5,10,1,10,10,10,5,1,5,5', '10,10,1,10,1,1,5,5,5,1,5,5',
+                       '5,1,10,5,5,1,1,10,1,5,1,5'),
+    'eurosat': ('10,10,10,10,10,1,5,5,10,10,5,10', '10,1,10,10,1,5,10,1,1,1,10,1',
+                '10,10,5,1,10,1,10,5,10,1,10,10'),
+    'resisc45': ('5,5,10,1,5,1,5,10,1,1,5,1', '10,10,5,5,5,10,10,10,1,5,1,5',
+                 '5,5,5,1,5,1,10,5,5,1,5,5'),
+    'diabetic_retinopathy': ('10,1,5,10,1,5,5,10,5,10,5,5', '1,1,10,5,5,10,1,10,10,5,10,1',
+                             '1,1,5,5,10,10,10,5,1,10,10,1'),
+    'clevr_count': ('10,1,5,10,5,1,10,5,5,5,10,1', '1,1,10,5,10,10,10,1,5,1,10,1',
+                    '1,10,10,10,10,1,5,10,10,10,1,1'),
+    'clevr_dist': ('10,1,1,10,5,10,5,1,5,10,5,5', '5,1,10,5,10,10,1,1,5,10,1,10',
+                   '1,1,1,10,1,1,1,10,5,1,10,10'),
+    'dmlab': ('1,10,5,1,10,10,5,10,10,1,1,1', '10,5,1,5,10,10,5,5,5,10,10,1',
+              '5,1,5,1,5,1,5,5,5,10,10,10'),
+    'kitti': ('1,5,10,1,10,5,1,1,1,5,5,5', '5,10,10,10,1,10,5,5,10,5,10,1',
+              '5,1,10,10,1,10,1,1,5,10,5,5'),
+    'dsprites_loc': ('5,10,1,10,10,5,5,1,5,5,10,1', '1,1,1,1,10,10,1,10,5,1,5,10',
+                     '1,1,1,10,1,1,10,10,10,10,10,1'),
+    'dsprites_ori': ('5,5,1,1,10,5,1,10,10,10,10,10', '1,10,1,10,1,5,10,10,5,5,1,5',
+                     '1,10,10,10,10,1,5,10,10,10,1,1'),
+    'smallnorb_azi': ('1,10,1,10,1,5,10,10,1,10,10,5', '10,5,1,5,1,1,5,5,10,1,1,10',
+                      '5,1,1,1,5,5,1,10,1,1,5,1'),
+    'smallnorb_ele': ('10,1,1,1,1,5,10,10,10,10,1,10', '10,1,1,1,5,5,10,5,1,10,1,1',
+                      '1,1,1,10,1,1,10,10,10,10,10,1'),
+}
+
+
+def noah_methods(dataset):
+    """The method list of NOAH's subnet for ``dataset``: VPT-deep with one length per block,
+    then one LoRA (fused qkv, no scaling, dropout 0.1) and one Adapter per distinct size with
+    the blocks that use it."""
+    prompts, ranks, dims = ([int(v) for v in row.split(',')] for row in NOAH[dataset])
+    items = [f"dict(type='VPT-deep', length={prompts}, dropout=0.1)"]
+    for r in sorted(set(ranks)):
+        blocks = [i for i, v in enumerate(ranks) if v == r]
+        items.append(f"dict(type='LoRA', targets=('qkv', ), rank={r}, alpha={r}, dropout=0.1, "
+                     f"blocks={blocks})")
+    for d in sorted(set(dims)):
+        blocks = [i for i, v in enumerate(dims) if v == d]
+        items.append(f"dict(type='Adapter', bottleneck={d}, blocks={blocks})")
+    return '[\n        ' + ',\n        '.join(items) + ',\n    ]'
+
+
 # bottleneck per dataset: visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml
 ADAPTER_PLUS_DIM = {
     'cifar100': 1, 'caltech101': 4, 'dtd': 2, 'oxford_flowers102': 1, 'oxford_iiit_pet': 8,
@@ -199,6 +259,9 @@ METHODS = {
             'zhaohengyuan1/SCT run_model_sct.sh, configs/model_sct/vtab/<dataset>.yaml'),
     'gps': ('gps', 'gps_vtab_100e', 'GPS (1 connection per neuron, all biases)', None,
             'FightingFighting/GPS train_scripts/vit/vtab/<dataset>/train_gps.sh'),
+    'noah': ('noah', 'vtab_100e', "NOAH's searched subnet (VPT-deep + LoRA + Adapter per block)",
+             None, 'ZhangYuanhan-AI/NOAH experiments/NOAH/subnet/VTAB/ViT-B_prompt_<dataset>.yaml; '
+             'retrain: lr 1e-3, wd 1e-4, no augmentation, ImageNet mean / std'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -222,6 +285,12 @@ def render(method, dataset):
         src = f'bottleneck: {source}; schedule: its conf/train'
         method_args = f', bottleneck={ADAPTER_PLUS_DIM[dataset]}'
         optim, pipeline = '', 'train_pipeline'
+        dp_args = IMAGENET_NORM
+    elif method == 'noah':  # the subnet as a composition; retrain settings of NOAH's scripts
+        src = f'subnet and schedule: {source}'
+        method_args = None
+        optim = 'optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))'
+        pipeline = 'train_pipeline'
         dp_args = IMAGENET_NORM
     elif method == 'gps':  # Adam, wd 0 (schedule base), no augmentation, per-dataset batch
         batch_size, lr = GPS[dataset]
@@ -269,6 +338,8 @@ def render(method, dataset):
         optim += '\n' + full_schedule(lr)
     if batch:  # on its own line, before the dataset
         batch = batch.rstrip(', ') + ',\n    '
+    method_cfg = (f'dict(_base_.peft_method{method_args})' if method_args is not None else
+                  noah_methods(dataset))
     return f'''# VTAB-1K {dataset}, {desc}, ViT-B/16 (ImageNet-21k).
 # {src}
 _base_ = [
@@ -281,7 +352,7 @@ data_root = 'data/vtab-1k/{folder}'
 num_classes = {classes}
 model = dict(
     backbone=dict(backbone=dict(_base_.peft_backbone{backbone_args}),
-                  method=dict(_base_.peft_method{method_args})),
+                  method={method_cfg}),
     head=dict(num_classes=num_classes,
               loss={loss(smoothing, method)}))
 data_preprocessor = dict(num_classes=num_classes{dp_args})
@@ -311,7 +382,7 @@ param_scheduler = [
 
 
 def loss(smoothing, method):
-    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps')):
+    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps', 'noah')):
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

@@ -3,7 +3,7 @@
 Jia et al., "Visual Prompt Tuning", ECCV 2022.
 """
 import math
-from typing import Optional
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -26,22 +26,30 @@ class VPTBase(PEFTMethod):
 
     Init (as the VPT code): uniform in ``+-sqrt(6 / (fan_in + C))`` with ``fan_in`` the patch
     projection's input size (``3 x 16 x 16`` on ViT-B/16). The parameter is
-    ``peft.<name>.prompts`` ``(num_sets, length, C)``.
+    ``peft.<name>.prompts`` ``(total, C)``: the prompt sets one after the other.
 
     Args:
-        length (int): prompt tokens per set.
+        length (int | sequence of int): prompt tokens per set; deep VPT also takes one length
+            per block (0 for none), as NOAH's searched subnets use.
         dropout (float): dropout on the prompts entering a block. Defaults to 0.
     """
     deep: bool = False
 
-    def __init__(self, length: int = 100, dropout: float = 0.0):
+    def __init__(self, length: Union[int, Sequence[int]] = 100, dropout: float = 0.0):
         super().__init__()
-        if length < 1:
+        lengths = [length] if isinstance(length, int) else list(length)
+        if not isinstance(length, int) and not self.deep:
+            raise ValueError(f'{type(self).__name__} takes one length, got {lengths}')
+        if any(n < 0 for n in lengths) or sum(lengths) < 1 or (
+                isinstance(length, int) and length < 1):
             raise ValueError(f'{type(self).__name__} length must be >= 1, got {length}')
         self.length = length
         self.dropout = nn.Dropout(dropout)
         self.prompts: Optional[nn.Parameter] = None
+        self._lengths: List[int] = []
+        self._offsets: List[int] = []
         self._prefix = 0
+        self._inserted = 0
         self._carry: Optional[Tensor] = None
 
     def attach(self, backbone, spec):
@@ -56,8 +64,15 @@ class VPTBase(PEFTMethod):
         fan_in = patch.in_channels * math.prod(patch.kernel_size)
         bound = math.sqrt(6.0 / (fan_in + dims.pop()))
         width = spec.blocks[0].dims
-        sets = len(spec.blocks) if self.deep else 1
-        self.prompts = nn.Parameter(torch.empty(sets, self.length, width,
+        if isinstance(self.length, int):
+            self._lengths = [self.length] * (len(spec.blocks) if self.deep else 1)
+        elif len(self.length) != len(spec.blocks):
+            raise ValueError(f'{type(self).__name__} length={list(self.length)}: one length per '
+                             f'block needed, the backbone has {len(spec.blocks)} blocks')
+        else:
+            self._lengths = list(self.length)
+        self._offsets = [sum(self._lengths[:i]) for i in range(len(self._lengths))]
+        self.prompts = nn.Parameter(torch.empty(sum(self._lengths), width,
                                                 device=patch.weight.device))
         nn.init.uniform_(self.prompts, -bound, bound)
         for block in spec.blocks:
@@ -69,19 +84,22 @@ class VPTBase(PEFTMethod):
         self._carry = None
 
     def _insert(self, tokens: Tensor, layout, index: int) -> Tensor:
-        """``(B, N, C)`` -> ``(B, N + length, C)``, the prompts right after the prefix."""
+        """``(B, N, C)`` -> ``(B, N + L, C)``, the block's ``L`` prompts right after the prefix."""
         self._prefix = layout.num_prefix
         if self.deep or self._carry is None:
-            prompts = self.dropout(self.prompts[index if self.deep else 0])
+            i = index if self.deep else 0
+            start = self._offsets[i]
+            prompts = self.dropout(self.prompts[start:start + self._lengths[i]])
             prompts = prompts.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
         else:
             prompts = self._carry
+        self._inserted = prompts.shape[1]
         p = self._prefix
         return torch.cat([tokens[:, :p], prompts, tokens[:, p:]], dim=1)
 
     def _remove(self, tokens: Tensor) -> Tensor:
-        """``(B, N + length, C)`` -> ``(B, N, C)``; shallow VPT keeps the prompt outputs."""
-        p, end = self._prefix, self._prefix + self.length
+        """``(B, N + L, C)`` -> ``(B, N, C)``; shallow VPT keeps the prompt outputs."""
+        p, end = self._prefix, self._prefix + self._inserted
         self._carry = None if self.deep else tokens[:, p:end]
         return torch.cat([tokens[:, :p], tokens[:, end:]], dim=1)
 
