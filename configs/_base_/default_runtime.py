@@ -14,6 +14,7 @@ default_hooks = dict(
 )
 custom_hooks = [
     dict(type='vpetl_mm.PEFTSelectionHook'),  # SCT / GPS: selection pass (no-op otherwise)
+    dict(type='vpetl_mm.DyTHook'),  # DyT: rate loss and activation-rate log (no-op otherwise)
     dict(type='vpetl_mm.PEFTSummaryHook'),
     dict(type='vpetl_mm.TrainableCheckpointHook'),
 ]

@@ -262,6 +262,9 @@ METHODS = {
     'noah': ('noah', 'vtab_100e', "NOAH's searched subnet (VPT-deep + LoRA + Adapter per block)",
              None, 'ZhangYuanhan-AI/NOAH experiments/NOAH/subnet/VTAB/ViT-B_prompt_<dataset>.yaml; '
              'retrain: lr 1e-3, wd 1e-4, no augmentation, ImageNet mean / std'),
+    'dyt': ('dyt', 'vtab_100e', 'DyT (bottleneck 64, target activation rate 0.5)', None,
+            'NUS-HPC-AI-Lab/Dynamic-Tuning train_vtab.sh / main_vtab.py (lr 1e-3 and wd 1e-4 '
+            'fixed there, no augmentation, drop path 0)'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -292,6 +295,10 @@ def render(method, dataset):
         optim = 'optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))'
         pipeline = 'train_pipeline'
         dp_args = IMAGENET_NORM
+    elif method == 'dyt':  # the same for every dataset in the authors' code
+        src = f'schedule: {source}'
+        optim = 'optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))'
+        backbone_args, pipeline = ', drop_path_rate=0.0', 'train_pipeline'
     elif method == 'gps':  # Adam, wd 0 (schedule base), no augmentation, per-dataset batch
         batch_size, lr = GPS[dataset]
         optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}))'
@@ -382,7 +389,7 @@ param_scheduler = [
 
 
 def loss(smoothing, method):
-    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps', 'noah')):
+    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps', 'noah', 'dyt')):
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

@@ -7,6 +7,7 @@ from .base import PEFTMethod
 from .bitfit import BitFit
 from .compacter import Compacter
 from .dtl import DTL, DTLPlus
+from .dyt import DyT
 from .fact import FacTTK, FacTTT
 from .gps import GPS
 from .full import FullFineTune
@@ -27,6 +28,7 @@ from .ssf import SSF
 
 __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
-    'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT',
-    'FacTTK', 'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation', 'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT'
+    'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
+    'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
+    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT'
 ]

@@ -43,10 +43,10 @@ class ARC(PEFTMethod):
     Each position (attention, MLP) has one down-projection ``U`` ``(C, d)`` shared by all blocks of
     a stage (xavier-uniform) whose transpose is the up-projection; each block has its own rescale
     ``s`` and bias ``b``. The attention rescale starts at zero (identity), the MLP one
-    xavier-uniform as in the authors' code. The adapters are linear, so :meth:`merge` folds them into ``qkv`` and
-    ``fc1`` exactly (where those linears have a bias of their own). On Swin the authors apply the
-    MLP adapter to the residual stream before ``norm2``; here it sits after ``norm2`` on every
-    backbone (a recorded deviation), with ``U`` shared per stage.
+    xavier-uniform as in the authors' code. The adapters are linear, so :meth:`merge` folds them
+    into ``qkv`` and ``fc1`` exactly (where those linears have a bias of their own). On Swin the
+    authors apply the MLP adapter to the residual stream before ``norm2``; here it sits after
+    ``norm2`` on every backbone (a recorded deviation), with ``U`` shared per stage.
 
     Args:
         rank (int): ``d``. Defaults to 50.

@@ -93,7 +93,8 @@ class GPS(PEFTMethod):
         for i, (weight, bias) in enumerate(layers):
             if weight.shape[1:].numel() < self.connections:
                 raise ValueError(f'GPS connections={self.connections} exceeds the '
-                                 f'{weight.shape[1:].numel()} inputs of a weight {tuple(weight.shape)}')
+                                 f'{weight.shape[1:].numel()} inputs of a weight '
+                                 f'{tuple(weight.shape)}')
             self.register_buffer(f'connections_{i}', torch.full(
                 (weight.shape[0], self.connections), -1, dtype=torch.long,
                 device=weight.device))

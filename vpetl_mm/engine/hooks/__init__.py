@@ -1,7 +1,11 @@
 """Lifecycle hooks, registered in the ``vpetl_mm`` scope."""
+from .dyt import DyTHook, add_dyt_rate_loss
 from .merge import MergeBeforeTestHook
 from .selection import PEFTSelectionHook
 from .summary import PEFTSummaryHook
 from .trainable_checkpoint import TrainableCheckpointHook
 
-__all__ = ['MergeBeforeTestHook', 'PEFTSelectionHook', 'PEFTSummaryHook', 'TrainableCheckpointHook']
+__all__ = [
+    'DyTHook', 'MergeBeforeTestHook', 'PEFTSelectionHook', 'PEFTSummaryHook',
+    'TrainableCheckpointHook', 'add_dyt_rate_loss'
+]

@@ -1,0 +1,127 @@
+"""DyT: the dispatch formula, real token skipping at inference, the rate loss through its hook,
+and the toolbox families."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+
+pytest.importorskip('mmpretrain')
+from mmengine.registry import init_default_scope  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+
+import vpetl_mm  # noqa: E402,F401
+from tests.test_models.test_peft_backbone_mmpretrain import (TINY_VIT, batch,  # noqa: E402
+                                                             classifier_cfg, pretrained_file)
+from tests.test_models.test_specs_toolboxes import FAMILIES, features, setup  # noqa: E402
+from vpetl_mm.engine.hooks import add_dyt_rate_loss  # noqa: E402
+from vpetl_mm.peft.dyt import gumbel_sigmoid  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def scope():
+    init_default_scope('mmpretrain')
+
+
+def build(tmp_path, **kwargs):
+    plain, path = pretrained_file(tmp_path, TINY_VIT)
+    plain.eval()
+    model = MODELS.build(classifier_cfg(TINY_VIT, dict(type='DyT', bottleneck=4, **kwargs), path))
+    with torch.no_grad():  # a trained-looking adapter and dispatcher that skips some tokens
+        for layer in model.backbone.layers:
+            layer.dyt.up.weight.normal_(0, 0.1)
+            layer.dyt.dispatcher.weight.normal_(0, 0.5)
+    return plain, model
+
+
+def test_counts():
+    for bottleneck, count in ((64, 1198860), (16, 313548)):
+        with torch.device('meta'):
+            bb = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', method=dict(
+                type='DyT', bottleneck=bottleneck), backbone=dict(
+                    type='VisionTransformer', arch='b', img_size=224, init_cfg=None)))
+        assert sum(p.numel() for p in bb.parameters() if p.requires_grad) == count
+
+
+def test_inference_formula_and_real_skipping(tmp_path):
+    plain, model = build(tmp_path)
+    model.eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        tokens, _ = plain.patch_embed(x)
+        tokens = torch.cat([plain.cls_token.expand(4, -1, -1), tokens], 1) + plain.pos_embed
+        kept = 0
+        for layer, ours in zip(plain.layers, model.backbone.layers):
+            h = tokens + layer.attn(layer.ln1(tokens))
+            decision = (ours.dyt.dispatcher(h[:, 1:]).squeeze(-1) > 0).float()
+            kept += int(decision.sum())
+            mask = torch.cat([torch.ones(4, 1), decision], 1)[..., None]
+            adapter = ours.dyt.up(F.relu(ours.dyt.down(h)))
+            tokens = h + mask * layer.ffn.layers(layer.ln2(h)) + adapter
+        expected = plain.ln1(tokens)[:, 0]
+        dyt = model.backbone.peft.methods['dyt']
+        dyt.activation_rate()  # reset
+        seen = []
+        for layer in model.backbone.layers:
+            layer.ffn.layers[0][0].register_forward_pre_hook(  # fc1
+                lambda m, a: seen.append(a[0].shape))
+        out = model.backbone(x)[-1]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert 0 < kept < 4 * 16 * 4  # some tokens skipped, some kept
+    assert dyt.activation_rate() == pytest.approx(kept / (4 * 16 * 4))
+    # fc1 received only the kept patch tokens and the 4 cls tokens, as rows
+    assert all(len(shape) == 2 for shape in seen)
+    assert sum(shape[0] for shape in seen) == kept + 4 * 4
+
+
+def test_training_needs_the_rate_loss(tmp_path):
+    _, model = build(tmp_path)
+    model.train()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(RuntimeError, match='DyTHook'):
+        model.train_step(batch(), optim)
+    assert add_dyt_rate_loss(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    grads = set()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            p.register_hook(lambda g, n=n: grads.add(n) if g.abs().sum() > 0 else None)
+    log_vars = model.train_step(batch(), optim)
+    assert 'loss_dyt_rate' in log_vars and torch.isfinite(log_vars['loss'])
+    dyt = model.backbone.peft.methods['dyt']
+    rate = torch.stack(dyt._rates).mean()
+    torch.testing.assert_close(dyt.rate_loss(), 2.0 * (rate - 0.5)**2)
+    assert any('.dyt.dispatcher.' in n for n in grads)  # straight-through gradient
+    assert any('.dyt.up.' in n for n in grads)
+    for n, p in model.named_parameters():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+        if p.requires_grad:
+            assert n.startswith('head.') or '.dyt.' in n, n
+
+
+def test_gumbel_sigmoid_is_hard_with_soft_gradient():
+    logits = torch.randn(1000, requires_grad=True)
+    y = gumbel_sigmoid(logits, tau=5.0)
+    assert set(y.detach().unique().tolist()) <= {0.0, 1.0}
+    y.sum().backward()
+    assert (logits.grad > 0).all()
+    big = gumbel_sigmoid(torch.full((2000, ), 20.0), tau=1.0)
+    assert big.mean() > 0.99
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_toolbox_families(family, tmp_path):
+    plain, build_model, batch_fn = setup(family, tmp_path)
+    model = build_model(dict(type='DyT', bottleneck=4))
+    add_dyt_rate_loss(model)
+    data, x = batch_fn()
+    model.eval()
+    with torch.no_grad():
+        assert features(model.backbone, x).shape == features(plain, x).shape
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss']) and 'loss_dyt_rate' in log_vars
+    for n, p in model.named_parameters():
+        assert p.requires_grad or torch.equal(p, before[n]), n
