@@ -125,3 +125,17 @@ def test_toolbox_families(family, tmp_path):
     assert torch.isfinite(log_vars['loss']) and 'loss_dyt_rate' in log_vars
     for n, p in model.named_parameters():
         assert p.requires_grad or torch.equal(p, before[n]), n
+
+
+def test_trainable_round_trip(tmp_path):
+    from vpetl_mm.engine import trainable_state_dict
+    _, model = build(tmp_path)
+    _, path = pretrained_file(tmp_path, TINY_VIT)
+    torch.manual_seed(5)
+    fresh = MODELS.build(classifier_cfg(TINY_VIT, dict(type='DyT', bottleneck=4), path))
+    fresh.load_state_dict(trainable_state_dict(model), strict=False)
+    model.eval()
+    fresh.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
