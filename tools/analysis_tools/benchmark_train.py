@@ -26,6 +26,7 @@ METHODS = {
     'dtl': dict(type='DTL', rank=2, add_blocks=(6, 7, 8, 9, 10, 11)),
     'dtl+': dict(type='DTL+', rank=2, add_blocks=(6, 7, 8, 9, 10, 11), kernel_size=3),
     'lora': dict(type='LoRA', rank=8, targets=('q', 'v')),
+    'lst': dict(type='LST', reduction=8),
     'adapter': dict(type='Adapter', bottleneck=8),
     'linear': dict(type='LinearProbe'),
     'full': dict(type='FullFineTune'),

@@ -18,6 +18,7 @@ from .linear_probe import LinearProbe
 from .ln_tune import LNTune
 from .lora import LoRA
 from .lorand import LoRand
+from .lst import LST
 from .mona import Mona
 from .partial import PartialK
 from .patt import PATT
@@ -30,5 +31,5 @@ __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
-    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT'
+    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST'
 ]
