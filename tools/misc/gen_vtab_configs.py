@@ -190,6 +190,18 @@ def noah_methods(dataset):
     return '[\n        ' + ',\n        '.join(items) + ',\n    ]'
 
 
+# (lr, weight decay, side drop path): AFeng-x/HST train_scripts/vit/vtab/<dataset>/train_s4.sh
+HST = {
+    'cifar100': (1e-2, 5e-4, 0.0), 'caltech101': (1e-3, 5e-4, 0.1), 'dtd': (1e-2, 5e-4, 0.0),
+    'oxford_flowers102': (1e-3, 5e-5, 0.0), 'oxford_iiit_pet': (1e-2, 5e-4, 0.0),
+    'svhn': (1e-2, 5e-5, 0.1), 'sun397': (1e-2, 5e-5, 0.0), 'patch_camelyon': (5e-3, 5e-4, 0.1),
+    'eurosat': (1e-3, 5e-4, 0.1), 'resisc45': (5e-3, 5e-4, 0.0),
+    'diabetic_retinopathy': (1e-3, 5e-5, 0.1), 'clevr_count': (1e-3, 5e-4, 0.1),
+    'clevr_dist': (5e-3, 5e-4, 0.1), 'dmlab': (5e-3, 5e-4, 0.1), 'kitti': (5e-3, 5e-2, 0.1),
+    'dsprites_loc': (5e-3, 5e-4, 0.1), 'dsprites_ori': (1e-3, 5e-4, 0.1),
+    'smallnorb_azi': (1e-3, 5e-4, 0.1), 'smallnorb_ele': (1e-3, 5e-2, 0.2),
+}
+
 # bottleneck per dataset: visinf/adapter_plus conf/experiment/vtab/adapter_plus_dim1-8.yaml
 ADAPTER_PLUS_DIM = {
     'cifar100': 1, 'caltech101': 4, 'dtd': 2, 'oxford_flowers102': 1, 'oxford_iiit_pet': 8,
@@ -267,6 +279,8 @@ METHODS = {
     'dyt': ('dyt', 'vtab_100e', 'DyT (bottleneck 64, target activation rate 0.5)', None,
             'NUS-HPC-AI-Lab/Dynamic-Tuning train_vtab.sh / main_vtab.py (lr 1e-3 and wd 1e-4 '
             'fixed there, no augmentation, drop path 0)'),
+    'hst': ('hst', 'hst_vtab_100e', 'HST (meta tokens + side pyramid 32/48/64/72)', None,
+            'AFeng-x/HST train_scripts/vit/vtab/<dataset>/train_s4.sh (no augmentation)'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
             'SSF train_scripts/vit/vtab/main_script/main_ssf.sh'),
     'dtl': ('dtl', 'dtl_vtab_110e', 'DTL (r=2, add-back after blocks 6-11)', None,
@@ -280,7 +294,7 @@ def render(method, dataset):
     base, schedule, desc, table, source = METHODS[method]
     folder, classes = VTAB_DATASETS[dataset]
     smoothing, aug = DATASETS[dataset]
-    backbone_args, method_args, batch = '', '', ''
+    backbone_args, method_args, batch, head_args = '', '', '', ''
     dp_args = ''
     if method.startswith('arc'):  # no augmentation, no label smoothing, ImageNet mean / std
         src = f'schedule: {source} (no per-dataset values)'
@@ -297,6 +311,13 @@ def render(method, dataset):
         optim = 'optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))'
         pipeline = 'train_pipeline'
         dp_args = IMAGENET_NORM
+    elif method == 'hst':  # the head reads the 72-d side feature
+        lr, wd, dp = HST[dataset]
+        optim = f'optim_wrapper = dict(optimizer=dict(lr={lr}, weight_decay={wd}))'
+        src = f'lr / weight decay / side drop path: {source}'
+        method_args = f', drop_path={dp}'
+        head_args = ', in_channels=72'
+        pipeline = 'train_pipeline'
     elif method == 'dyt':  # the same for every dataset in the authors' code
         src = f'schedule: {source}'
         optim = 'optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))'
@@ -362,7 +383,7 @@ num_classes = {classes}
 model = dict(
     backbone=dict(backbone=dict(_base_.peft_backbone{backbone_args}),
                   method={method_cfg}),
-    head=dict(num_classes=num_classes,
+    head=dict(num_classes=num_classes{head_args},
               loss={loss(smoothing, method)}))
 data_preprocessor = dict(num_classes=num_classes{dp_args})
 train_dataloader = dict(
@@ -391,7 +412,7 @@ param_scheduler = [
 
 
 def loss(smoothing, method):
-    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps', 'noah', 'dyt')):
+    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps', 'noah', 'dyt', 'hst')):
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

@@ -12,6 +12,7 @@ from .fact import FacTTK, FacTTT
 from .gps import GPS
 from .full import FullFineTune
 from .houlsby import HoulsbyAdapter
+from .hst import HST
 from .hydra import Hydra
 from .kadaptation import KAdaptation
 from .linear_probe import LinearProbe
@@ -31,5 +32,5 @@ __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
-    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST'
+    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST'
 ]
