@@ -115,3 +115,50 @@ def test_swin_b_counts(method, count):
                                                img_size=224, drop_path_rate=0.0,
                                                init_cfg=None)))
     assert sum(p.numel() for p in backbone.parameters() if p.requires_grad) == count
+
+
+def test_snf_formula(tmp_path):
+    """SNF: h = flow1(x) + attn(LN1 x), y = flow2(h) + MLP(LN2 h), flows written out."""
+    plain, model = build(tmp_path, dict(type='SNF', flow_length=2))
+
+    def flow(f, x):
+        z = f.mu + torch.exp(f.log_sigma) * x
+        for i in range(f.w.shape[0]):
+            z = z + f.s[i] * torch.tanh((z * f.w[i]).sum(-1, keepdim=True) + f.b[i])
+        return z
+
+    with torch.no_grad():
+        for layer in model.layers:
+            for f in (layer.snf_attn, layer.snf_mlp):
+                for p in f.parameters():
+                    p.normal_(0, 0.3)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        tokens, _ = plain.patch_embed(x)
+        tokens = torch.cat([plain.cls_token.expand(2, -1, -1), tokens], 1) + plain.pos_embed
+        for layer, ours in zip(plain.layers, model.layers):
+            h = flow(ours.snf_attn, tokens) + layer.attn(layer.ln1(tokens))
+            tokens = flow(ours.snf_mlp, h) + layer.ffn.layers(layer.ln2(h))
+        torch.testing.assert_close(model(x)[-1], plain.ln1(tokens)[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('family', list(FAMILIES))
+def test_snf_toolbox_families(family, tmp_path):
+    plain, build_model, batch_fn = setup(family, tmp_path)
+    model = build_model(dict(type='SNF', flow_length=1))
+    data, x = batch_fn()
+    model.eval()
+    with torch.no_grad():
+        for n, p in model.named_parameters():  # flows at exactly the identity
+            if '.snf_' in n:
+                p.zero_()
+        torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
+                                   atol=1e-5)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    params = dict(model.named_parameters())
+    for n, p in params.items():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+    assert any(not torch.equal(params[n], before[n]) for n in params if '.snf_' in n)

@@ -42,11 +42,14 @@ METHODS = {
     'Mona': dict(type='Mona', bottleneck=8),
     'LoRand': dict(type='LoRand', branches=2, kernel=2),
     'PATT': dict(type='PATT', mid=4),
+    'SNF': dict(type='SNF', flow_length=2),
 }
 # methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
 # (ARC: MLP rescale xavier; Houlsby: near-identity truncated-normal init of both projections;
 # Mona and LoRand: random up projections, as their authors initialise them)
-ZERO_INIT = tuple(m for m in METHODS if m not in ('SSF', 'ARC', 'Houlsby', 'Mona', 'LoRand'))
+# SNF: planar flow steps start near, not at, the identity (uniform +-0.01, as the authors)
+ZERO_INIT = tuple(m for m in METHODS
+                  if m not in ('SSF', 'ARC', 'Houlsby', 'Mona', 'LoRand', 'SNF'))
 # which backbone parameters each method may train
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -67,6 +70,7 @@ OWNS = {
     'Mona': lambda n: '.mona_attn.' in n or '.mona_mlp.' in n,
     'LoRand': lambda n: '.lorand_attn.' in n or '.lorand_mlp.' in n,
     'PATT': lambda n: '.patt.' in n,
+    'SNF': lambda n: '.snf_attn.' in n or '.snf_mlp.' in n,
 }
 
 

@@ -261,6 +261,8 @@ METHODS = {
                'scripts/run_vit_adapter.sh (shared table; LoRand publishes dense settings only)'),
     'lst': ('lst', 'vtab_100e', 'LST (side width C / 8)', ADAPTER,
             'scripts/run_vit_adapter.sh (shared table; LST publishes no vision settings)'),
+    'snf': ('snf', 'vtab_100e', 'SNF (flows on both shortcuts, 16 planar steps)', ADAPTER,
+            'scripts/run_vit_adapter.sh (shared table; SNF releases no hyperparameters)'),
     'patt': ('patt', 'vtab_100e', 'PATT (k, v; width 64)', ADAPTER,
              'scripts/run_vit_adapter.sh (shared table; PATT publishes video settings only)'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',

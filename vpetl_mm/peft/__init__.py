@@ -25,6 +25,7 @@ from .partial import PartialK
 from .patt import PATT
 from .repadapter import RepAdapter
 from .sct import SCT
+from .snf import SNF
 from .vpt import VPTDeep, VPTShallow
 from .ssf import SSF
 
@@ -32,5 +33,5 @@ __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
-    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST'
+    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF'
 ]
