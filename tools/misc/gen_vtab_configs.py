@@ -263,6 +263,9 @@ METHODS = {
             'scripts/run_vit_adapter.sh (shared table; LST publishes no vision settings)'),
     'snf': ('snf', 'vtab_100e', 'SNF (flows on both shortcuts, 16 planar steps)', ADAPTER,
             'scripts/run_vit_adapter.sh (shared table; SNF releases no hyperparameters)'),
+    'res-tuning-bypass': ('res-tuning-bypass', 'vtab_100e', 'Res-Tuning-Bypass (bottleneck 10)',
+                          ADAPTER, 'scripts/run_vit_adapter.sh (shared table; no VTAB-1K values '
+                          'in our references)'),
     'patt': ('patt', 'vtab_100e', 'PATT (k, v; width 64)', ADAPTER,
              'scripts/run_vit_adapter.sh (shared table; PATT publishes video settings only)'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',

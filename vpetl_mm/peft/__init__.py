@@ -24,6 +24,7 @@ from .mona import Mona
 from .partial import PartialK
 from .patt import PATT
 from .repadapter import RepAdapter
+from .restuning import ResTuningBypass
 from .sct import SCT
 from .snf import SNF
 from .vpt import VPTDeep, VPTShallow
@@ -33,5 +34,6 @@ __all__ = [
     'PEFTMethod', 'LinearProbe', 'FullFineTune', 'LoRA', 'Adapter', 'DTL', 'DTLPlus', 'BitFit',
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
-    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF'
+    'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF',
+    'ResTuningBypass'
 ]

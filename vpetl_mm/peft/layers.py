@@ -43,3 +43,31 @@ class LowRankLinear(nn.Module):
     def extra_repr(self) -> str:
         r, c_in = self.down.shape
         return f'{c_in} -> {r} -> {self.up.shape[0]}, scale={self.scale}'
+
+
+class NoGradBlocks:
+    """Runs frozen blocks with autograd off (side methods whose backward never enters the
+    backbone), giving the caller's grad mode back after every block."""
+
+    def __init__(self):
+        self._modes = []
+
+    def install(self, blocks) -> None:
+        """``blocks``: the spec's :class:`BlockInfo` list. Register this before the method's own
+        block-output hooks, so those run with the caller's grad mode."""
+        for block in blocks:
+            block.module.register_forward_pre_hook(lambda m, a: self._enter())
+            block.module.register_forward_hook(lambda m, a, out: self._exit())
+
+    def reset(self) -> None:
+        """Restore the caller's mode if a block raised mid-forward (call before a forward)."""
+        if self._modes:
+            torch.set_grad_enabled(self._modes[0])
+            self._modes = []
+
+    def _enter(self):
+        self._modes.append(torch.is_grad_enabled())
+        torch.set_grad_enabled(False)
+
+    def _exit(self):
+        torch.set_grad_enabled(self._modes.pop())

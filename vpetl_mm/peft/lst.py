@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod
+from .layers import NoGradBlocks
 
 
 class SideLayer(nn.Module):
@@ -69,7 +70,7 @@ class LST(PEFTMethod):
         self.ffn_ratio = ffn_ratio
         self.gate_temperature = gate_temperature
         self._h: Optional[Tensor] = None
-        self._grad_modes = []
+        self._no_grad = NoGradBlocks()
 
     def attach(self, backbone, spec):
         if not spec.accepts_extra_tokens or len({b.dims for b in spec.blocks}) != 1:
@@ -92,24 +93,14 @@ class LST(PEFTMethod):
         self.to(device)
         first, last = spec.blocks[0], spec.blocks[-1]
         spec.on_block_input(first, lambda tokens, layout: self._start(tokens))
+        self._no_grad.install(spec.blocks)
         for i, block in enumerate(spec.blocks):
-            block.module.register_forward_pre_hook(lambda m, a: self._freeze_graph())
-            block.module.register_forward_hook(lambda m, a, out: self._restore_graph())
             spec.on_block_output(block, lambda tokens, layout, i=i, end=block is last:
                                  self._ladder(tokens, i, end))
 
     def begin_forward(self):
         self._h = None
-        if self._grad_modes:  # a block raised mid-forward: give back the caller's grad mode
-            torch.set_grad_enabled(self._grad_modes[0])
-            self._grad_modes = []
-
-    def _freeze_graph(self):
-        self._grad_modes.append(torch.is_grad_enabled())
-        torch.set_grad_enabled(False)
-
-    def _restore_graph(self):
-        torch.set_grad_enabled(self._grad_modes.pop())
+        self._no_grad.reset()
 
     def _start(self, tokens: Tensor):
         self._h = self.down(tokens)
