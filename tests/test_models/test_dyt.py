@@ -139,3 +139,22 @@ def test_trainable_round_trip(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
+
+
+def test_self_distillation(tmp_path):
+    """distill=True: student loss + rate loss + complete-model (teacher) loss + KL, the teacher
+    pass routing every token through the MLPs and leaving the rates of the student pass."""
+    _, model = build(tmp_path, distill=True)
+    add_dyt_rate_loss(model)
+    dyt = model.backbone.peft.methods['dyt']
+    fc1_rows = []
+    model.backbone.layers[0].ffn.layers[0][0].register_forward_pre_hook(
+        lambda m, a: fc1_rows.append(a[0].reshape(-1, a[0].shape[-1]).shape[0]))
+    model.train()
+    optim = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1))
+    log_vars = model.train_step(batch(), optim)
+    for key in ('loss_dyt_rate', 'loss_dyt_teacher', 'loss_dyt_distill'):
+        assert key in log_vars, key
+    assert log_vars['loss_dyt_distill'] >= 0
+    assert len(fc1_rows) == 2 and fc1_rows[1] == 4 * 17  # the teacher: all 17 tokens of 4 images
+    assert len(dyt._rates) == 4 and not dyt.complete  # the student's rates, teacher mode off

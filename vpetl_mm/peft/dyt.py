@@ -60,8 +60,13 @@ class DyT(PEFTMethod):
     ``m = [sigmoid(logit) > 0.5]`` and the skipped tokens really skip
     the MLP (gather, MLP on the kept tokens, scatter), so the FLOPs saving is time saved.
 
-    Modules: ``dyt`` attached to each block. The paper's self-distillation variant and MoE adapter
-    are not implemented (the MoE adapter is not in the authors' code either).
+    Self-distillation (``distill=True``, the authors' 2024.10 update): every training step also
+    runs the same model with every token through the MLPs as the teacher and adds its
+    cross-entropy and ``KL(teacher || student)`` (teacher detached) to the losses (DyTHook, for
+    models with ``extract_feat`` and a ``head``: mmpretrain classifiers). The paper's MoE adapter
+    is not implemented (it is not in the authors' code either).
+
+    Modules: ``dyt`` attached to each block.
 
     Args:
         bottleneck (int): adapter width. Defaults to 64 (the quoted 1.19M on ViT-B/16).
@@ -70,6 +75,7 @@ class DyT(PEFTMethod):
         rate_weight (float): weight of the rate loss. Defaults to 2.
         tau (float): Gumbel-sigmoid temperature. Defaults to 5.
         dropout (float): adapter dropout. Defaults to 0.1.
+        distill (bool): add the self-distillation losses. Defaults to False.
         blocks (sequence of int, optional): global block indices; all when ``None``.
 
     ViT-B/16, bottleneck 64: 12 x (769 + 2 x 768 x 64 + 64 + 768) = 1,198,860 parameters.
@@ -81,7 +87,7 @@ class DyT(PEFTMethod):
 
     def __init__(self, bottleneck: int = 64, scale: float = 1.0, target_rate: float = 0.5,
                  rate_weight: float = 2.0, tau: float = 5.0, dropout: float = 0.1,
-                 blocks: Optional[Sequence[int]] = None):
+                 distill: bool = False, blocks: Optional[Sequence[int]] = None):
         super().__init__()
         if not 0.0 <= target_rate <= 1.0:
             raise ValueError(f'DyT target_rate must be in [0, 1], got {target_rate}')
@@ -91,6 +97,8 @@ class DyT(PEFTMethod):
         self.rate_weight = rate_weight
         self.tau = tau
         self.dropout = dropout
+        self.distill = distill
+        self.complete = False  # the self-distillation teacher: every token through the MLP
         self.blocks = blocks
         self._state: Dict[int, Tuple[Tensor, Tensor]] = {}  # block -> (mask (B, N), adapter)
         self._rates: List[Tensor] = []  # this forward, per block: mean mask of patch tokens
@@ -124,6 +132,9 @@ class DyT(PEFTMethod):
                                'default runtime has it) or call '
                                'vpetl_mm.engine.hooks.add_dyt_rate_loss(model)')
         tokens = h.reshape(h.shape[0], -1, h.shape[-1])
+        if self.complete:  # teacher pass: nothing skipped, nothing counted
+            self._state[index] = (tokens.new_ones(tokens.shape[:2]), modules.adapter(tokens))
+            return
         logits = modules.dispatcher(tokens[:, layout.num_prefix:]).squeeze(-1)  # (B, P)
         if self.training:
             decision = gumbel_sigmoid(logits, self.tau)
@@ -143,7 +154,7 @@ class DyT(PEFTMethod):
         """``z`` = LN2(h), ``(B, ..., C)`` -> ``m * MLP(z) + adapter(h)``."""
         mask, adapted = self._state.pop(index)
         flat = z.reshape(z.shape[0], -1, z.shape[-1])
-        if self.training:
+        if self.training or self.complete:
             out = mlp_forward(flat) * mask.unsqueeze(-1)
         else:  # only the kept tokens go through the MLP
             keep = mask.reshape(-1).nonzero().squeeze(1)

@@ -21,8 +21,12 @@ def add_dyt_rate_loss(model) -> bool:
     if not getattr(model, '_vpetl_dyt_loss', False):
         original = model.loss
 
-        def loss(*args, **kwargs):
-            losses = original(*args, **kwargs)
+        def loss(inputs, data_samples, **kwargs):
+            distill = [m for m in methods if m.distill]
+            if distill:
+                losses = _distillation_losses(model, distill, inputs, data_samples)
+            else:
+                losses = original(inputs, data_samples, **kwargs)
             for i, method in enumerate(methods):
                 losses[f'loss_dyt_rate{i or ""}'] = method.rate_loss()
             return losses
@@ -32,6 +36,31 @@ def add_dyt_rate_loss(model) -> bool:
     for method in methods:
         method.rate_loss_attached = True
     return True
+
+
+def _distillation_losses(model, methods, inputs, data_samples) -> dict:
+    """DyT's self-distillation: the student's loss, the complete model's (every token through
+    the MLPs) loss, and ``KL(teacher || student)`` on the logits with the teacher detached."""
+    import torch.nn.functional as F
+    if not (hasattr(model, 'extract_feat') and hasattr(model, 'head')):
+        raise TypeError(f'DyT distill=True needs a classifier with extract_feat and head; '
+                        f'{type(model).__name__} has not both')
+    feats = model.extract_feat(inputs)
+    losses = dict(model.head.loss(feats, data_samples))
+    student = model.head(feats)
+    for method in methods:
+        method.complete = True
+    try:
+        teacher_feats = model.extract_feat(inputs)
+    finally:
+        for method in methods:
+            method.complete = False
+    teacher = model.head(teacher_feats)
+    losses['loss_dyt_teacher'] = model.head.loss(teacher_feats, data_samples)['loss']
+    losses['loss_dyt_distill'] = F.kl_div(F.log_softmax(student, -1),
+                                          F.log_softmax(teacher.detach(), -1),
+                                          log_target=True, reduction='batchmean')
+    return losses
 
 
 @HOOKS.register_module()
