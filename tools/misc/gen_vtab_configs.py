@@ -266,6 +266,8 @@ METHODS = {
     'res-tuning-bypass': ('res-tuning-bypass', 'vtab_100e', 'Res-Tuning-Bypass (bottleneck 10)',
                           ADAPTER, 'scripts/run_vit_adapter.sh (shared table; no VTAB-1K values '
                           'in our references)'),
+    'last': ('last', 'vtab_100e', 'LAST (rank 16, every block)', ADAPTER,
+             'scripts/run_vit_adapter.sh (shared table; LAST releases no code or settings)'),
     'patt': ('patt', 'vtab_100e', 'PATT (k, v; width 64)', ADAPTER,
              'scripts/run_vit_adapter.sh (shared table; PATT publishes video settings only)'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',

@@ -17,6 +17,7 @@ from .hydra import Hydra
 from .kadaptation import KAdaptation
 from .linear_probe import LinearProbe
 from .ln_tune import LNTune
+from .last import LAST
 from .lora import LoRA
 from .lorand import LoRand
 from .lst import LST
@@ -35,5 +36,5 @@ __all__ = [
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
     'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF',
-    'ResTuningBypass'
+    'ResTuningBypass', 'LAST'
 ]

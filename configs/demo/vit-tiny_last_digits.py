@@ -1,0 +1,2 @@
+_base_ = ['./vit-tiny_digits_base.py']
+model = dict(backbone=dict(method=dict(type='LAST', rank=8, gap=1)))
