@@ -27,6 +27,8 @@ METHODS = {
     'dtl+': dict(type='DTL+', rank=2, add_blocks=(6, 7, 8, 9, 10, 11), kernel_size=3),
     'lora': dict(type='LoRA', rank=8, targets=('q', 'v')),
     'lst': dict(type='LST', reduction=8),
+    'res-tuning-bypass': dict(type='Res-Tuning-Bypass', length=10),
+    'last': dict(type='LAST', rank=16, gap=1),
     'adapter': dict(type='Adapter', bottleneck=8),
     'linear': dict(type='LinearProbe'),
     'full': dict(type='FullFineTune'),
@@ -127,10 +129,11 @@ def main(argv=None):
     mem_key = 'peak_mib' if args.device == 'cuda' else 'step_peak_mib'
     print(f'ViT-{args.arch.upper()}/16, batch {args.batch_size}, {args.img_size}px, '
           f'{args.steps} timed steps on {rows[0]["device"]}')
-    print(f'{"method":<10}{"trainable":>12}{"peak MiB":>12}{"x " + ref["method"]:>10}'
+    w = 2 + max(len(r['method']) for r in rows)
+    print(f'{"method":<{w}}{"trainable":>12}{"peak MiB":>12}{"x " + ref["method"]:>10}'
           f'{"step s":>10}{"x " + ref["method"]:>10}')
     for r in rows:
-        print(f'{r["method"]:<10}{r["trainable"]:>12,}{r[mem_key]:>12.0f}'
+        print(f'{r["method"]:<{w}}{r["trainable"]:>12,}{r[mem_key]:>12.0f}'
               f'{r[mem_key] / ref[mem_key]:>10.2f}{r["step_s"]:>10.3f}'
               f'{r["step_s"] / ref["step_s"]:>10.2f}')
     if args.device != 'cuda':
