@@ -12,7 +12,7 @@ from vpetl_mm.datasets import VTAB_DATASETS  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
-METHOD_TYPES = {'last': 'LAST', 'res-tuning-bypass': 'Res-Tuning-Bypass', 'snf': 'SNF', 'hst': 'HST', 'lst': 'LST', 'dyt': 'DyT', 'mona': 'Mona', 'lorand': 'LoRand', 'patt': 'PATT', 'noah': 'VPT-deep',
+METHOD_TYPES = {'prefix': 'PrefixTuning', 'last': 'LAST', 'res-tuning-bypass': 'Res-Tuning-Bypass', 'snf': 'SNF', 'hst': 'HST', 'lst': 'LST', 'dyt': 'DyT', 'mona': 'Mona', 'lorand': 'LoRand', 'patt': 'PATT', 'noah': 'VPT-deep',
                 'vpt-shallow': 'VPT-shallow', 'vpt-deep': 'VPT-deep',
                 'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby',
                 'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune',

@@ -52,6 +52,7 @@ def trainable(method, backbone=None):
     (dict(type='SNF', flow_length=0), 36864),
     (dict(type='Res-Tuning-Bypass', length=10), 387312),
     (dict(type='LAST', rank=16, gap=1), 617472),
+    (dict(type='PrefixTuning', length=10, mid=64), 1880832),
     (dict(type='DyT', bottleneck=64), 1198860),
     # BAPAT: AdaptFormer (64, no LN) + PATT (mid 32), V-PETL's 2.06M on VideoMAE ViT-B
     ([dict(type='AdaptFormer', bottleneck=64, input_norm=False), dict(type='PATT', mid=32)],

@@ -268,6 +268,8 @@ METHODS = {
                           'in our references)'),
     'last': ('last', 'vtab_100e', 'LAST (rank 16, every block)', ADAPTER,
              'scripts/run_vit_adapter.sh (shared table; LAST releases no code or settings)'),
+    'prefix': ('prefix', 'vtab_100e', 'prefix tuning (10 prefixes per layer)', ADAPTER,
+               'scripts/run_vit_adapter.sh (shared table; V-PETL has no image prefix-tuning code)'),
     'patt': ('patt', 'vtab_100e', 'PATT (k, v; width 64)', ADAPTER,
              'scripts/run_vit_adapter.sh (shared table; PATT publishes video settings only)'),
     'adapter-plus': ('adapter-plus', 'adapter_plus_vtab_100e', 'Adapter+ (post-block, scaled)',

@@ -24,6 +24,7 @@ from .lst import LST
 from .mona import Mona
 from .partial import PartialK
 from .patt import PATT
+from .prefix import PrefixTuning
 from .repadapter import RepAdapter
 from .restuning import ResTuningBypass
 from .sct import SCT
@@ -36,5 +37,5 @@ __all__ = [
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
     'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF',
-    'ResTuningBypass', 'LAST'
+    'ResTuningBypass', 'LAST', 'PrefixTuning'
 ]

@@ -283,6 +283,14 @@ class BackboneSpec:
 
         return block.module.register_forward_pre_hook(hook)
 
+    def on_attention_kv(self, block: BlockInfo,
+                        fn: Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]) -> None:
+        """Pass the keys and values of ``block``'s attention, ``(B, heads, N, d)`` each, through
+        ``fn(k, v) -> (k, v)`` before the attention product; ``fn`` may add key / value tokens
+        (prefixes). Only specs that run the attention product themselves or can reach it."""
+        raise TypeError(f'{type(self).__name__} gives no access to the attention keys and '
+                        'values (windowed attention with position bias and masks)')
+
     def replace_block_input(self, block: BlockInfo,
                             fn: Callable[[Tensor, TokenLayout], Tensor]):
         """Replace the token input of ``block`` by ``fn(tokens, layout)``; returns a handle.
@@ -366,6 +374,21 @@ class _Handles:
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+def add_kv_transform(attn: nn.Module, fn: Callable) -> None:
+    """Register ``fn(k, v) -> (k, v)`` on an attention module whose forward calls
+    :func:`apply_kv_transforms`."""
+    if not hasattr(attn, '_vpetl_kv'):
+        attn._vpetl_kv = []
+    attn._vpetl_kv.append(fn)
+
+
+def apply_kv_transforms(attn: nn.Module, k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
+    """Keys and values ``(B, heads, N, d)`` through the transforms registered on ``attn``."""
+    for fn in getattr(attn, '_vpetl_kv', ()):
+        k, v = fn(k, v)
+    return k, v
 
 
 def qkv_sites(qkv: LinearSite, dims: int) -> Dict[str, LinearSite]:

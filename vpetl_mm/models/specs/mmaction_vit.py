@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import BackboneSpec, BlockInfo, LinearSite, TokenLayout, qkv_sites
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_kv_transform,
+                   apply_kv_transforms, qkv_sites)
 
 
 def _attention_forward(self, x):
@@ -24,6 +25,7 @@ def _attention_forward(self, x):
     qkv = self._vpetl_qkv_site.apply(x, qkv)
     qkv = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
+    k, v = apply_kv_transforms(self, k, v)
     attn = (q * self.scale) @ k.transpose(-2, -1)
     attn = self.attn_drop(attn.softmax(dim=-1))
     x = (attn @ v).transpose(1, 2).reshape(B, N, -1)
@@ -65,6 +67,9 @@ class MMActionViTSpec(BackboneSpec):
             blocks.append(BlockInfo(i, 0, dims, block, attn, block.mlp.layers, block.norm1,
                                     block.norm2, sites))
         return blocks
+
+    def on_attention_kv(self, block, fn):
+        add_kv_transform(block.attn, fn)  # the spec-installed forward applies them
 
     def _layout(self, block, tokens, args):
         t, h, w = self._input_shape[-3:]

@@ -1,7 +1,8 @@
 """Spec for mmpretrain ``VisionTransformer`` (and subclasses such as DeiT)."""
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import BackboneSpec, BlockInfo, LinearSite, grid_from_tokens, qkv_sites
+from .base import (BackboneSpec, BlockInfo, LinearSite, add_kv_transform, apply_kv_transforms,
+                   grid_from_tokens, qkv_sites)
 
 
 @BACKBONE_SPECS.register_module()
@@ -28,6 +29,21 @@ class MMPretrainViTSpec(BackboneSpec):
             blocks.append(BlockInfo(i, 0, dims, layer, layer.attn, layer.ffn.layers,
                                     layer.ln1, layer.ln2, sites))
         return blocks
+
+    def on_attention_kv(self, block, fn):
+        """mmpretrain's attention calls its instance attribute ``scaled_dot_product_attention``
+        with ``(q, k, v)``; the first registration wraps it so the keys and values pass the
+        transforms."""
+        attn = block.attn
+        if not hasattr(attn, '_vpetl_kv'):
+            product = attn.scaled_dot_product_attention
+
+            def with_transforms(q, k, v, *args, **kwargs):
+                k, v = apply_kv_transforms(attn, k, v)
+                return product(q, k, v, *args, **kwargs)
+
+            attn.scaled_dot_product_attention = with_transforms
+        add_kv_transform(attn, fn)
 
     def _remember_grid(self, module, args, output):
         self._grid = tuple(output[1])  # PatchEmbed returns (tokens, (H, W))

@@ -5,7 +5,8 @@ import torch.nn.functional as F
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import BackboneSpec, BlockInfo, LinearSite, grid_from_tokens, qkv_sites
+from .base import (BackboneSpec, BlockInfo, LinearSite, add_kv_transform, apply_kv_transforms,
+                   grid_from_tokens, qkv_sites)
 
 
 def _same_tensor(a, b):
@@ -32,7 +33,7 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
              and not self.batch_first and self._qkv_same_embed_dim
              and self.bias_k is None and not self.add_zero_attn)
     if not plain:
-        if qkv_site.active or proj_site.active:
+        if qkv_site.active or proj_site.active or getattr(self, '_vpetl_kv', None):
             raise NotImplementedError('PEFT deltas on nn.MultiheadAttention support plain '
                                       'self-attention without masks only')
         return type(self).forward(self, query, key, value, key_padding_mask, need_weights,
@@ -42,6 +43,7 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
     qkv = qkv_site.apply(query, F.linear(query, self.in_proj_weight, self.in_proj_bias))
     q, k, v = (t.reshape(L, B * heads, C // heads).transpose(0, 1).reshape(
         B, heads, L, C // heads) for t in qkv.chunk(3, dim=-1))
+    k, v = apply_kv_transforms(self, k, v)
     out = F.scaled_dot_product_attention(q, k, v,
                                          dropout_p=self.dropout if self.training else 0.0)
     out = out.permute(2, 0, 1, 3).reshape(L, B, C)
@@ -84,6 +86,9 @@ class MMSegViTSpec(BackboneSpec):
             blocks.append(BlockInfo(i, 0, dims, layer, mha, layer.ffn.layers, layer.norm1,
                                     layer.norm2, sites))
         return blocks
+
+    def on_attention_kv(self, block, fn):
+        add_kv_transform(block.attn, fn)  # the spec-installed forward applies them
 
     def _remember_grid(self, module, args, output):
         self._grid = tuple(output[1])  # mmseg PatchEmbed returns (tokens, (H, W))

@@ -1,0 +1,94 @@
+"""Prefix tuning: attention with prefix keys / values by hand, the toolbox ViTs, Swin refused,
+training and the round trip."""
+import pytest
+import torch
+from mmengine.optim import OptimWrapper
+
+pytest.importorskip('mmpretrain')
+from mmengine.registry import init_default_scope  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+
+import vpetl_mm  # noqa: E402,F401
+from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT,  # noqa: E402
+                                                             batch, classifier_cfg,
+                                                             pretrained_file)
+from tests.test_models.test_specs_toolboxes import features, setup  # noqa: E402
+from vpetl_mm.engine import trainable_state_dict  # noqa: E402
+
+PREFIX = dict(type='PrefixTuning', length=3, mid=8)
+
+
+@pytest.fixture(autouse=True)
+def scope():
+    init_default_scope('mmpretrain')
+
+
+def test_attention_with_prefixes(tmp_path):
+    _, path = pretrained_file(tmp_path, TINY_VIT)
+    model = MODELS.build(classifier_cfg(TINY_VIT, PREFIX, path))
+    model.eval()
+    attn = model.backbone.layers[0].attn
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        q, k, v = attn.qkv(x).reshape(2, 5, 3, 2, 16).permute(2, 0, 3, 1, 4)
+        g = attn.prefix
+        prefix = g.up(torch.tanh(g.down(g.embedding))).reshape(3, 2, 2, 16)
+        pk, pv = prefix[:, 0].permute(1, 0, 2), prefix[:, 1].permute(1, 0, 2)  # (heads, L, d)
+        k = torch.cat([pk.expand(2, -1, -1, -1), k], 2)
+        v = torch.cat([pv.expand(2, -1, -1, -1), v], 2)
+        weights = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)  # d = 16
+        expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 32))
+        torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_and_round_trip(tmp_path):
+    _, path = pretrained_file(tmp_path, TINY_VIT)
+    cfg = classifier_cfg(TINY_VIT, PREFIX, path)
+    model = MODELS.build(cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    log_vars = model.train_step(batch(), OptimWrapper(torch.optim.SGD(model.parameters(),
+                                                                      lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    params = dict(model.named_parameters())
+    for n, p in params.items():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+        if p.requires_grad:
+            assert n.startswith('head.') or '.attn.prefix.' in n, n
+    assert any(not torch.equal(params[n], before[n]) for n in params if '.prefix.embedding' in n)
+    fresh = MODELS.build(cfg)
+    fresh.load_state_dict(trainable_state_dict(model), strict=False)
+    model.eval()
+    fresh.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
+
+
+def test_swin_refused(tmp_path):
+    _, path = pretrained_file(tmp_path, TINY_SWIN)
+    with pytest.raises(TypeError, match='no access to the attention keys'):
+        MODELS.build(classifier_cfg(TINY_SWIN, PREFIX, path))
+
+
+@pytest.mark.parametrize('family', ['mmaction-vit', 'mmseg-vit', 'mmdet-swin'])
+def test_toolbox_families(family, tmp_path):
+    plain, build_model, batch_fn = setup(family, tmp_path)
+    if family == 'mmdet-swin':
+        with pytest.raises(TypeError, match='no access to the attention keys'):
+            build_model(PREFIX)
+        return
+    model = build_model(PREFIX)
+    data, x = batch_fn()
+    model.eval()
+    with torch.no_grad():
+        out, ref = features(model.backbone, x), features(plain, x)
+    assert out.shape == ref.shape and (out - ref).abs().max() > 1e-5
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    assert torch.isfinite(log_vars['loss'])
+    params = dict(model.named_parameters())
+    for n, p in params.items():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+    assert any(not torch.equal(params[n], before[n]) for n in params if '.prefix.' in n)
