@@ -13,7 +13,8 @@ from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT
                                                              batch, classifier_cfg,
                                                              pretrained_file)
 from tests.test_models.test_specs_toolboxes import features, setup  # noqa: E402
-from vpetl_mm.engine import trainable_state_dict  # noqa: E402
+from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
+                                      train_and_check_frozen)
 
 LST = dict(type='LST', reduction=4, num_heads=2)
 
@@ -100,13 +101,7 @@ def test_train_step_and_round_trip(tmp_path):
     assert {n for n in grads if '.ladders.' in n} and {n for n in grads if '.side.' in n}
     for n, p in model.named_parameters():
         assert p.requires_grad or torch.equal(p, before[n]), n
-    fresh = MODELS.build(cfg)
-    fresh.load_state_dict(trainable_state_dict(model), strict=False)
-    model.eval()
-    fresh.eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
+    assert_round_trip(model, MODELS.build(cfg), torch.randn(2, 3, 32, 32))
 
 
 def test_errors(tmp_path):
@@ -126,11 +121,5 @@ def test_toolbox_vits(family, tmp_path):
     model.eval()
     with torch.no_grad():
         assert features(model.backbone, x).shape == features(plain, x).shape
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.train()
-    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
-    assert torch.isfinite(log_vars['loss'])
-    params = dict(model.named_parameters())
-    for n, p in params.items():
-        assert p.requires_grad or torch.equal(p, before[n]), n
-    assert any(not torch.equal(params[n], before[n]) for n in params if '.lst.side.' in n)
+    before, after = train_and_check_frozen(model, data)
+    assert moved(before, after, '.lst.side.')

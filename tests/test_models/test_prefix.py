@@ -2,7 +2,6 @@
 training and the round trip."""
 import pytest
 import torch
-from mmengine.optim import OptimWrapper
 
 pytest.importorskip('mmpretrain')
 from mmengine.registry import init_default_scope  # noqa: E402
@@ -13,7 +12,8 @@ from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT
                                                              batch, classifier_cfg,
                                                              pretrained_file)
 from tests.test_models.test_specs_toolboxes import features, setup  # noqa: E402
-from vpetl_mm.engine import trainable_state_dict  # noqa: E402
+from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
+                                      train_and_check_frozen)
 
 PREFIX = dict(type='PrefixTuning', length=3, mid=8)
 
@@ -45,24 +45,11 @@ def test_training_and_round_trip(tmp_path):
     _, path = pretrained_file(tmp_path, TINY_VIT)
     cfg = classifier_cfg(TINY_VIT, PREFIX, path)
     model = MODELS.build(cfg)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.train()
-    log_vars = model.train_step(batch(), OptimWrapper(torch.optim.SGD(model.parameters(),
-                                                                      lr=0.1)))
-    assert torch.isfinite(log_vars['loss'])
-    params = dict(model.named_parameters())
-    for n, p in params.items():
-        assert p.requires_grad or torch.equal(p, before[n]), n
-        if p.requires_grad:
-            assert n.startswith('head.') or '.attn.prefix.' in n, n
-    assert any(not torch.equal(params[n], before[n]) for n in params if '.prefix.embedding' in n)
-    fresh = MODELS.build(cfg)
-    fresh.load_state_dict(trainable_state_dict(model), strict=False)
-    model.eval()
-    fresh.eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(n.startswith('head.') or '.attn.prefix.' in n for n in trainable), trainable
+    before, after = train_and_check_frozen(model, batch())
+    assert moved(before, after, '.prefix.embedding')
+    assert_round_trip(model, MODELS.build(cfg), torch.randn(2, 3, 32, 32))
 
 
 def test_swin_refused(tmp_path):
@@ -84,11 +71,5 @@ def test_toolbox_families(family, tmp_path):
     with torch.no_grad():
         out, ref = features(model.backbone, x), features(plain, x)
     assert out.shape == ref.shape and (out - ref).abs().max() > 1e-5
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.train()
-    log_vars = model.train_step(data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
-    assert torch.isfinite(log_vars['loss'])
-    params = dict(model.named_parameters())
-    for n, p in params.items():
-        assert p.requires_grad or torch.equal(p, before[n]), n
-    assert any(not torch.equal(params[n], before[n]) for n in params if '.prefix.' in n)
+    before, after = train_and_check_frozen(model, data)
+    assert moved(before, after, '.prefix.')

@@ -2,7 +2,6 @@
 the round trip and its refusal on Swin."""
 import pytest
 import torch
-from mmengine.optim import OptimWrapper
 
 pytest.importorskip('mmpretrain')
 from mmengine.registry import init_default_scope  # noqa: E402
@@ -13,7 +12,8 @@ from tests.test_models.test_lst import saved_bytes  # noqa: E402
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT,  # noqa: E402
                                                              batch, classifier_cfg,
                                                              pretrained_file)
-from vpetl_mm.engine import trainable_state_dict  # noqa: E402
+from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
+                                      train_and_check_frozen)
 
 BYPASS = dict(type='Res-Tuning-Bypass', length=4)
 
@@ -51,20 +51,9 @@ def test_memory_training_round_trip(tmp_path):
     model.train()
     x = torch.randn(2, 3, 32, 32)
     assert saved_bytes(model, x, True) == 0 and saved_bytes(model, x, False) > 0
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    log_vars = model.train_step(batch(), OptimWrapper(torch.optim.SGD(model.parameters(),
-                                                                      lr=0.1)))
-    assert torch.isfinite(log_vars['loss'])
-    params = dict(model.named_parameters())
-    for n, p in params.items():
-        assert p.requires_grad or torch.equal(p, before[n]), n
-    assert any(not torch.equal(params[n], before[n]) for n in params if '.laterals.' in n)
-    fresh = MODELS.build(cfg)
-    fresh.load_state_dict(trainable_state_dict(model), strict=False)
-    model.eval()
-    fresh.eval()
-    with torch.no_grad():
-        assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
+    before, after = train_and_check_frozen(model, batch())
+    assert moved(before, after, '.laterals.')
+    assert_round_trip(model, MODELS.build(cfg), x)
 
 
 def test_swin_refused(tmp_path):
