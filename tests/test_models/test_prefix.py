@@ -52,16 +52,42 @@ def test_training_and_round_trip(tmp_path):
     assert_round_trip(model, MODELS.build(cfg), torch.randn(2, 3, 32, 32))
 
 
-def test_swin_refused(tmp_path):
-    _, path = pretrained_file(tmp_path, TINY_SWIN)
-    with pytest.raises(TypeError, match='no access to the attention keys'):
-        MODELS.build(classifier_cfg(TINY_SWIN, PREFIX, path))
+def test_window_attention_with_prefixes(tmp_path):
+    """Swin: an identity key / value transform leaves the backbone exact; prefixes are
+    prepended to every window, the position bias and the shift mask padded with zeros."""
+    plain, path = pretrained_file(tmp_path, TINY_SWIN)
+    plain.eval()
+    model = MODELS.build(classifier_cfg(TINY_SWIN, PREFIX, path))
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    spec = model.backbone.peft.spec
+    for block in spec.blocks:  # drop the prefixes: the installed forward must be the original
+        block.attn.w_msa._vpetl_kv = [lambda k, v: (k, v)]
+    with torch.no_grad():
+        torch.testing.assert_close(model.backbone(x)[-1], plain(x)[-1], rtol=1e-5, atol=1e-5)
+    msa = spec.blocks[1].attn.w_msa  # a shifted block: called with a mask
+    generator = spec.blocks[1].attn.prefix
+    msa._vpetl_kv = [generator]
+    tokens, mask = torch.randn(8, 16, 16), torch.zeros(4, 16, 16)
+    mask[:, :8, 8:] = -100.0
+    with torch.no_grad():
+        q, k, v = msa.qkv(tokens).reshape(8, 16, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        k, v = generator(k, v)
+        bias = msa.relative_position_bias_table[msa.relative_position_index.view(-1)].view(
+            16, 16, 2).permute(2, 0, 1)
+        logits = (q * msa.scale) @ k.transpose(-1, -2)  # (8, 2, 16, 3 + 16)
+        logits[..., 3:] += bias
+        logits = (logits.view(2, 4, 2, 16, 19) + torch.cat(
+            [torch.zeros(4, 16, 3), mask], -1)[None, :, None]).view(8, 2, 16, 19)
+        out = (torch.softmax(logits, -1) @ v).transpose(1, 2).reshape(8, 16, 16)
+        torch.testing.assert_close(msa(tokens, mask), msa.proj(out), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('family', ['mmaction-vit', 'mmseg-vit', 'mmdet-swin'])
+@pytest.mark.parametrize('family', ['mmaction-vit', 'mmseg-vit', 'mmdet-swin', 'mmseg-swin',
+                                    'mmaction-swin3d'])
 def test_toolbox_families(family, tmp_path):
     plain, build_model, batch_fn = setup(family, tmp_path)
-    if family == 'mmdet-swin':
+    if family == 'mmaction-swin3d':
         with pytest.raises(TypeError, match='no access to the attention keys'):
             build_model(PREFIX)
         return

@@ -105,10 +105,30 @@ def test_composes_with_lora(tmp_path):
     assert 'peft.methods.vpt-deep.prompts' in grads and any('.lora_' in n for n in grads)
 
 
-def test_swin_is_refused(tmp_path):
+def test_swin_shallow_is_refused_deep_prompts_windows(tmp_path):
     _, path = pretrained_file(tmp_path, TINY_SWIN)
     with pytest.raises(TypeError, match='cannot take'):
-        MODELS.build(classifier_cfg(TINY_SWIN, dict(type='VPT-deep', length=2), path))
+        MODELS.build(classifier_cfg(TINY_SWIN, dict(type='VPT-shallow', length=2), path))
+    model = MODELS.build(classifier_cfg(TINY_SWIN, dict(type='VPT-deep', length=2), path))
+    method = model.backbone.peft.methods['vpt-deep']
+    assert [tuple(p.shape) for p in method.window_prompts] == [(2, 16)] * 2 + [(2, 32)] * 2
+    block = model.backbone.peft.spec.blocks[2]
+    msa = block.attn.w_msa
+    k = v = torch.randn(4, 2, 16, 16)  # (windows * B, heads, N, d) at width 32
+    with torch.no_grad():
+        k2, v2 = msa._vpetl_kv[0](k, v)
+        qkv = msa.qkv(block.norm1(method.window_prompts[2]))  # the prompts as frozen tokens
+        torch.testing.assert_close(k2[0, :, :2], qkv[:, 32:64].reshape(2, 2, 16).transpose(0, 1))
+        torch.testing.assert_close(v2[3, :, :2], qkv[:, 64:].reshape(2, 2, 16).transpose(0, 1))
+        assert torch.equal(k2[:, :, 2:], k)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    model.train_step(batch(), OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))
+    params = dict(model.named_parameters())
+    for n, p in params.items():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+    assert not torch.equal(params['backbone.peft.methods.vpt-deep.window_prompts.0'],
+                           before['backbone.peft.methods.vpt-deep.window_prompts.0'])
 
 
 @pytest.mark.parametrize('family', ['mmaction-vit', 'mmseg-vit'])

@@ -54,9 +54,12 @@ class VPTBase(PEFTMethod):
 
     def attach(self, backbone, spec):
         if not spec.accepts_extra_tokens:
+            if self.deep:
+                return self._attach_windows(spec)
             raise TypeError(f'{type(self).__name__} inserts tokens into the sequence, which '
                             f'{type(spec).__name__} blocks (windowed attention) cannot take; '
-                            'use it on a plain ViT (mmpretrain / mmseg / mmaction)')
+                            'use it on a plain ViT (mmpretrain / mmseg / mmaction), or VPT-deep, '
+                            'which prompts every window')
         dims = {b.dims for b in spec.blocks}
         if len(dims) != 1:
             raise TypeError(f'{type(self).__name__} needs one token width, got {sorted(dims)}')
@@ -79,6 +82,31 @@ class VPTBase(PEFTMethod):
             spec.replace_block_input(block, lambda t, layout, i=block.index:
                                      self._insert(t, layout, i))
             spec.on_block_output(block, lambda t, layout: self._remove(t))
+
+    def _attach_windows(self, spec):
+        """Windowed blocks (Swin): each block's prompts, ``(L, C_block)``, pass the block's
+        ``norm1`` and frozen ``qkv`` and their keys / values are prepended to every window's
+        (their own outputs are not used: the deep prompts are replaced at every block)."""
+        if not isinstance(self.length, int):
+            raise ValueError('VPT-deep on windowed blocks takes one length')
+        patch = spec.patch_projection()
+        fan_in = patch.in_channels * math.prod(patch.kernel_size)
+        self.window_prompts = nn.ParameterList()
+        for block in spec.blocks:
+            bound = math.sqrt(6.0 / (fan_in + block.dims))
+            prompts = torch.empty(self.length, block.dims, device=patch.weight.device)
+            self.window_prompts.append(nn.Parameter(nn.init.uniform_(prompts, -bound, bound)))
+            spec.on_attention_kv(block, lambda k, v, b=block, i=len(self.window_prompts) - 1:
+                                 self._window_kv(k, v, b, i))
+
+    def _window_kv(self, k: Tensor, v: Tensor, block, index: int):
+        """``k``, ``v``: ``(windows * B, heads, N, d)`` -> the prompts' keys / values first."""
+        prompts = self.dropout(self.window_prompts[index]).to(k.dtype)
+        qkv = block.sites['qkv'].owner(block.norm1(prompts))  # (L, 3C)
+        _, pk, pv = qkv.reshape(self.length, 3, k.shape[1], k.shape[3]).permute(1, 2, 0, 3)
+        b = k.shape[0]
+        return (torch.cat([pk.expand(b, -1, -1, -1), k], dim=2),
+                torch.cat([pv.expand(b, -1, -1, -1), v], dim=2))
 
     def begin_forward(self):
         self._carry = None
@@ -120,7 +148,9 @@ class VPTShallow(VPTBase):
 @PEFT_METHODS.register_module()
 class VPTDeep(VPTBase):
     __doc__ = VPTBase.__doc__ + '''
-    Deep: every block gets its own prompts, replacing the previous block's prompt outputs.
+    Deep: every block gets its own prompts, replacing the previous block's prompt outputs. On
+    windowed blocks (Swin, as the VPT paper does) each block's prompts are prepended to every
+    window inside the attention (``peft.<name>.window_prompts.<block>``).
 
     ViT-B/16: 12 x 768 = 9,216 parameters per prompt token.
     '''

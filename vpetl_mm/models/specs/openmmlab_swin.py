@@ -1,7 +1,39 @@
 """Spec for the OpenMMLab ``SwinTransformer`` of mmpretrain, mmseg and mmdet (one layout)."""
+import types
+
+import torch.nn.functional as F
+
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import BackboneSpec, BlockInfo, LinearSite, TokenLayout, qkv_sites
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_kv_transform,
+                   apply_kv_transforms, qkv_sites)
+
+
+def _window_msa_forward(self, x, mask=None):
+    """``WindowMSA.forward`` (identical in mmpretrain, mmseg and mmdet) with the keys and values
+    passed through the registered transforms, which may prepend ``P`` tokens to every window:
+    the relative-position bias and the shift mask get ``P`` zero columns for them.
+
+    ``x``: ``(num_windows * B, N, C)``; ``mask``: ``(num_windows, N, N)`` or None.
+    """
+    B, N, C = x.shape
+    qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    k, v = apply_kv_transforms(self, k, v)
+    extra = k.shape[2] - N
+    attn = (q * self.scale) @ k.transpose(-2, -1)
+    area = self.window_size[0] * self.window_size[1]
+    bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(
+        area, area, -1).permute(2, 0, 1)
+    attn = attn + F.pad(bias, (extra, 0)).unsqueeze(0)
+    if mask is not None:
+        nW = mask.shape[0]
+        attn = attn.view(B // nW, nW, self.num_heads, N, N + extra) + F.pad(
+            mask, (extra, 0)).unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, self.num_heads, N, N + extra)
+    attn = self.attn_drop(self.softmax(attn))
+    x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+    return self.proj_drop(self.proj(x))
 
 
 @BACKBONE_SPECS.register_module()
@@ -31,6 +63,15 @@ class OpenMMLabSwinSpec(BackboneSpec):
                 blocks.append(BlockInfo(len(blocks), s, dims, block, block.attn,
                                         block.ffn.layers, block.norm1, block.norm2, sites))
         return blocks
+
+    def on_attention_kv(self, block, fn):
+        """Keys and values of every window, ``(num_windows * B, heads, N, d)``; ``fn`` may only
+        prepend tokens (the bias and mask are padded for them). The window attention's forward
+        is replaced by an equivalent one on the first registration."""
+        msa = block.attn.w_msa
+        if not hasattr(msa, '_vpetl_kv'):
+            msa.forward = types.MethodType(_window_msa_forward, msa)
+        add_kv_transform(msa, fn)
 
     def _layout(self, block, tokens, args):
         return TokenLayout(0, tuple(args[1]))
