@@ -46,6 +46,14 @@ def vit_b_count(method: dict) -> int:
     return sum(p.numel() for p in backbone.parameters() if p.requires_grad)
 
 
+def count_cell(method: dict) -> str:
+    """The ViT-B/16 count, or why there is none (a method refused on the ViT)."""
+    try:
+        return f'{vit_b_count(method):,}'
+    except TypeError as err:
+        return f'not on a ViT ({str(err).split(";")[0]})'
+
+
 def render() -> str:
     import vpetl_mm  # noqa: F401
     from vpetl_mm.registry import PEFT_METHODS
@@ -69,7 +77,7 @@ def render() -> str:
         args = ', '.join(f'{k}={v!r}' for k, v in method.items() if k != 'type')
         lines.append(
             f'| {" / ".join(f"`{n}`" for n in names)} | {cls.placement} | '
-            f'{"yes" if cls.mergeable else "no"} | {vit_b_count(method):,} | '
+            f'{"yes" if cls.mergeable else "no"} | {count_cell(method)} | '
             f'{args or "-"} ({source}) | {cls.paper} |')
     return '\n'.join(lines) + '\n'
 

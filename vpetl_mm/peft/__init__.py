@@ -8,6 +8,7 @@ from .bitfit import BitFit
 from .compacter import Compacter
 from .dtl import DTL, DTLPlus
 from .dyt import DyT
+from .e3va import E3VA
 from .fact import FacTTK, FacTTT
 from .gps import GPS
 from .full import FullFineTune
@@ -37,5 +38,5 @@ __all__ = [
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
     'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF',
-    'ResTuningBypass', 'LAST', 'PrefixTuning'
+    'ResTuningBypass', 'LAST', 'PrefixTuning', 'E3VA'
 ]

@@ -65,6 +65,10 @@ class NoGradBlocks:
             torch.set_grad_enabled(self._modes[0])
             self._modes = []
 
+    def caller_grad(self) -> bool:
+        """The grad mode outside the blocks (inside a block autograd is off)."""
+        return self._modes[0] if self._modes else torch.is_grad_enabled()
+
     def _enter(self):
         self._modes.append(torch.is_grad_enabled())
         torch.set_grad_enabled(False)
