@@ -12,16 +12,17 @@ from vpetl_mm.datasets import VTAB_DATASETS  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
-METHOD_TYPES = {'prefix': 'PrefixTuning', 'last': 'LAST', 'res-tuning-bypass': 'Res-Tuning-Bypass', 'snf': 'SNF', 'hst': 'HST', 'lst': 'LST', 'dyt': 'DyT', 'mona': 'Mona', 'lorand': 'LoRand', 'patt': 'PATT', 'noah': 'VPT-deep',
-                'vpt-shallow': 'VPT-shallow', 'vpt-deep': 'VPT-deep',
-                'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby',
-                'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune',
-                'lora': 'LoRA',
-                'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
-                'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
-                'repadapter': 'RepAdapter', 'hydra': 'Hydra', 'fact-tt': 'FacT-TT',
-                'fact-tk': 'FacT-TK', 'adapter-plus': 'Adapter+', 'arc': 'ARC',
-                'arc-att': 'ARC_att'}
+METHOD_TYPES = {
+    'prefix': 'PrefixTuning', 'last': 'LAST', 'res-tuning-bypass': 'Res-Tuning-Bypass',
+    'snf': 'SNF', 'hst': 'HST', 'lst': 'LST', 'dyt': 'DyT', 'mona': 'Mona', 'lorand': 'LoRand',
+    'patt': 'PATT', 'noah': 'VPT-deep', 'vpt-shallow': 'VPT-shallow', 'vpt-deep': 'VPT-deep',
+    'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby',
+    'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
+    'adapter': 'Adapter', 'dtl': 'DTL', 'dtl+': 'DTL+', 'adaptformer': 'AdaptFormer',
+    'bitfit': 'BitFit', 'lntune': 'LNTune', 'partial-1': 'PartialK', 'ssf': 'SSF',
+    'repadapter': 'RepAdapter', 'hydra': 'Hydra', 'fact-tt': 'FacT-TT', 'fact-tk': 'FacT-TK',
+    'adapter-plus': 'Adapter+', 'arc': 'ARC', 'arc-att': 'ARC_att'
+}
 
 
 def test_all_configs_exist():

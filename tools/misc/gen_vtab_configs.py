@@ -421,7 +421,8 @@ param_scheduler = [
 
 
 def loss(smoothing, method):
-    if smoothing and not method.startswith(('dtl', 'ssf', 'adapter-plus', 'arc', 'gps', 'noah', 'dyt', 'hst')):
+    no_smoothing = ('dtl', 'ssf', 'adapter-plus', 'arc', 'gps', 'noah', 'dyt', 'hst')
+    if smoothing and not method.startswith(no_smoothing):  # none in these methods' scripts
         return (f"dict(type='LabelSmoothLoss', label_smooth_val={smoothing}, "
                 "mode='original')")
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"

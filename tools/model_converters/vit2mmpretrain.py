@@ -9,7 +9,8 @@ under ``model`` / ``state_dict``, read with ``weights_only=True``, or an OpenAI 
 convert files you trust; or a plain CLIP state dict), whose image tower is kept. CLIP towers
 load into ``VisionTransformer(..., pre_norm=True, norm_cfg=dict(type='LN', eps=1e-5),
 layer_cfgs=dict(act_cfg=dict(type='QuickGELU')))`` (``configs/_base_/models/clip-vit-b*.py``).
-Safetensors files are not read. DST receives ``{'state_dict': ..., 'meta': {'source': ..., 'converter': ...}}``,
+Safetensors files are not read. DST receives
+``{'state_dict': ..., 'meta': {'source': ..., 'converter': ...}}``,
 written through a temporary file in DST's folder and a rename, so an interrupted run never
 leaves a partial DST. Classifier heads and ``pre_logits`` are left out.
 
