@@ -46,3 +46,13 @@ class MMActionSwin3DSpec(BackboneSpec):
 
     def _tokens_out(self, block, output, tokens):
         return tokens.reshape(output.shape)
+
+    def adapt_state_dict(self, state_dict):
+        """Video Swin checkpoints in mmaction 0.x layout (the Video-Swin and V-PETL releases,
+        e.g. ``swin_base_patch244_window877_kinetics400_22k.pth``) name the output norm
+        ``norm``; mmaction 1.x names it ``norm{i}`` after the last out index: rename it."""
+        target = f'norm{max(self.backbone.out_indices)}'
+        if hasattr(self.backbone, target) and not hasattr(self.backbone, 'norm'):
+            state_dict = {(target + k[4:] if k.startswith('norm.') else k): v
+                          for k, v in state_dict.items()}
+        return state_dict

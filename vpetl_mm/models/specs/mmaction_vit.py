@@ -3,6 +3,7 @@ import types
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
@@ -75,3 +76,21 @@ class MMActionViTSpec(BackboneSpec):
         t, h, w = self._input_shape[-3:]
         kt, kh, kw = self.backbone.patch_embed.projection.stride
         return TokenLayout(0, (t // kt, h // kh, w // kw))
+
+    def adapt_state_dict(self, state_dict):
+        """A checkpoint trained with another ``num_frames`` has a position table of another
+        length. mmaction's default table is the fixed sinusoid of the token index (a buffer),
+        so the backbone keeps its own; a learned table (``use_learnable_pos_emb``) cannot be
+        resized and raises."""
+        own = self.backbone.pos_embed
+        theirs = state_dict.get('pos_embed')
+        if theirs is None or theirs.shape == own.shape:
+            return state_dict
+        if isinstance(own, torch.nn.Parameter):
+            raise ValueError(f'pretrained pos_embed has shape {tuple(theirs.shape)} but the '
+                             f'backbone\'s learned table is {tuple(own.shape)}: build it with the '
+                             'checkpoint\'s num_frames / img_size')
+        print_log(f'pretrained pos_embed {tuple(theirs.shape)} differs from the backbone\'s '
+                  f'{tuple(own.shape)} (another num_frames): the backbone keeps its own '
+                  'sinusoidal table', logger='current')
+        return dict(state_dict, pos_embed=own.detach().clone())
