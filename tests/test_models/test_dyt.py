@@ -158,3 +158,66 @@ def test_self_distillation(tmp_path):
     assert log_vars['loss_dyt_distill'] >= 0
     assert len(fc1_rows) == 2 and fc1_rows[1] == 4 * 17  # the teacher: all 17 tokens of 4 images
     assert len(dyt._rates) == 4 and not dyt.complete  # the student's rates, teacher mode off
+
+
+def test_moe_adapter_counts_and_formula(tmp_path):
+    """experts=E: per sample, alpha = softmax(router(token mean)); the merged adapter equals the
+    alpha-weighted sum of the E expert adapters' outputs (it is linear in the weights up to the
+    ReLU, which sees the merged down projection); zero up projections start at exactly zero."""
+    with torch.device('meta'):
+        bb = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', method=dict(
+            type='DyT', bottleneck=64, experts=4), backbone=dict(
+                type='VisionTransformer', arch='b', img_size=224, init_cfg=None)))
+    assert sum(p.numel() for p in bb.parameters() if p.requires_grad) == 4804668
+    from vpetl_mm.peft.dyt import DyTBlockModules
+    torch.manual_seed(0)
+    mods = DyTBlockModules(8, 3, scale=0.5, dropout=0.0, experts=3).eval()
+    h = torch.randn(2, 5, 8)
+    assert torch.equal(mods.adapter(h), torch.zeros(2, 5, 8))  # zero-initialised up
+    moe = mods.moe
+    with torch.no_grad():
+        for p in (moe.up_weight, moe.up_bias, moe.down_bias, moe.router.weight):
+            p.normal_(0, 0.5)
+    expected = []
+    for b in range(2):
+        alpha = torch.softmax(h[b].mean(0) @ moe.router.weight.T + moe.router.bias, -1)
+        down = sum(alpha[e] * moe.down_weight[e] for e in range(3))
+        down_bias = sum(alpha[e] * moe.down_bias[e] for e in range(3))
+        up = sum(alpha[e] * moe.up_weight[e] for e in range(3))
+        up_bias = sum(alpha[e] * moe.up_bias[e] for e in range(3))
+        expected.append(0.5 * (F.relu(h[b] @ down.T + down_bias) @ up.T + up_bias))
+    torch.testing.assert_close(mods.adapter(h), torch.stack(expected), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected[0], torch.zeros_like(expected[0]))
+    with pytest.raises(ValueError, match='experts'):
+        vpetl_mm.peft.dyt.DyT(experts=0)
+
+
+def test_moe_adapter_trains_in_the_classifier(tmp_path):
+    """DyT with the MoE adapter trains through the rate-loss hook: the experts and the router
+    get gradients and move, the frozen weights stay bit-identical, and the trainable-only state
+    dict restores the same outputs."""
+    from vpetl_mm.engine import trainable_state_dict
+    plain, path = pretrained_file(tmp_path, TINY_VIT)
+    cfg = classifier_cfg(TINY_VIT, dict(type='DyT', bottleneck=4, experts=3), path)
+    torch.manual_seed(0)
+    model = MODELS.build(copy.deepcopy(cfg))
+    add_dyt_rate_loss(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wrapper = OptimWrapper(torch.optim.SGD([p for p in model.parameters() if p.requires_grad],
+                                           lr=0.5))
+    model.train()
+    for _ in range(3):
+        model.train_step(batch(), wrapper)
+    moe = model.backbone.layers[0].dyt.moe
+    for name in ('router.weight', 'up_weight', 'down_weight'):
+        assert not torch.equal(moe.get_parameter(name),
+                               before[f'backbone.layers.0.dyt.moe.{name}']), name
+    for n, p in model.named_parameters():
+        assert p.requires_grad or torch.equal(p, before[n]), n
+    fresh = MODELS.build(copy.deepcopy(cfg))
+    fresh.load_state_dict(trainable_state_dict(model), strict=False)
+    model.eval()
+    fresh.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))

@@ -288,6 +288,9 @@ METHODS = {
     'dyt': ('dyt', 'vtab_100e', 'DyT (bottleneck 64, target activation rate 0.5)', None,
             'NUS-HPC-AI-Lab/Dynamic-Tuning train_vtab.sh / main_vtab.py (lr 1e-3 and wd 1e-4 '
             'fixed there, no augmentation, drop path 0)'),
+    'dyt-moe': ('dyt-moe', 'vtab_100e', 'DyT with the MoE adapter (4 experts of bottleneck 64)',
+                None, "DyT's settings (NUS-HPC-AI-Lab/Dynamic-Tuning train_vtab.sh; the MoE "
+                'adapter has no released code or settings)'),
     'hst': ('hst', 'hst_vtab_100e', 'HST (meta tokens + side pyramid 32/48/64/72)', None,
             'AFeng-x/HST train_scripts/vit/vtab/<dataset>/train_s4.sh (no augmentation)'),
     'ssf': ('ssf', 'ssf_vtab_100e', 'SSF (scale-shift after norms and linears)', SSF,
@@ -327,7 +330,7 @@ def render(method, dataset):
         method_args = f', drop_path={dp}'
         head_args = ', in_channels=72'
         pipeline = 'train_pipeline'
-    elif method == 'dyt':  # the same for every dataset in the authors' code
+    elif method.startswith('dyt'):  # the same for every dataset in the authors' code
         src = f'schedule: {source}'
         optim = 'optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.0001))'
         backbone_args, pipeline = ', drop_path_rate=0.0', 'train_pipeline'

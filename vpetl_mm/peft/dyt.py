@@ -23,26 +23,71 @@ def gumbel_sigmoid(logits: Tensor, tau: float) -> Tensor:
     return (soft > 0.5).to(soft.dtype) - soft.detach() + soft
 
 
+class MoEAdapter(nn.Module):
+    """The DyT paper's MoE adapter: ``E`` bottleneck experts merged per sample by a router.
+
+    ``alpha = softmax(router(mean over tokens of h))`` ``(B, E)``; the sample's adapter has
+    ``W_down = sum_e alpha_e W_down^e`` (and so for ``W_up`` and the biases), so it costs one
+    adapter plus the merge. Experts are initialised as the single adapter (``down``
+    kaiming-uniform, ``up`` zero), the router truncated-normal (std 0.02, uniform ``alpha``).
+    The router input (the token mean) and its softmax are our reading of the paper, which
+    publishes no code for it.
+    """
+
+    def __init__(self, dims: int, bottleneck: int, experts: int):
+        super().__init__()
+        self.router = nn.Linear(dims, experts)
+        nn.init.trunc_normal_(self.router.weight, std=0.02)
+        nn.init.zeros_(self.router.bias)
+        self.down_weight = nn.Parameter(torch.empty(experts, bottleneck, dims))
+        for weight in self.down_weight.data:
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+        self.down_bias = nn.Parameter(torch.zeros(experts, bottleneck))
+        self.up_weight = nn.Parameter(torch.zeros(experts, dims, bottleneck))
+        self.up_bias = nn.Parameter(torch.zeros(experts, dims))
+
+    def routing(self, h: Tensor) -> Tensor:
+        """``h`` ``(B, N, C)`` -> expert weights ``(B, E)``."""
+        return self.router(h.mean(dim=1)).softmax(dim=-1)
+
+    def forward(self, h: Tensor, dropout: nn.Module) -> Tensor:
+        """``h`` ``(B, N, C)`` -> ``up_b(Drop(ReLU(down_b(h))))`` with per-sample merged weights."""
+        alpha = self.routing(h).to(h.dtype)
+        down = torch.einsum('be,eoc->boc', alpha, self.down_weight.to(h.dtype))
+        up = torch.einsum('be,eco->bco', alpha, self.up_weight.to(h.dtype))
+        z = torch.einsum('bnc,boc->bno', h, down) + (alpha @ self.down_bias.to(h.dtype))[:, None]
+        z = dropout(torch.relu(z))
+        return torch.einsum('bno,bco->bnc', z, up) + (alpha @ self.up_bias.to(h.dtype))[:, None]
+
+
 class DyTBlockModules(nn.Module):
     """One block's dispatcher ``Linear(C, 1)`` and parallel adapter
     ``s * up(Drop(ReLU(down(h))))``; ``down`` kaiming-uniform, ``up`` and biases zero, the
-    dispatcher truncated-normal (std 0.02), as the authors initialise them."""
+    dispatcher truncated-normal (std 0.02), as the authors initialise them. With ``experts > 1``
+    the adapter is a :class:`MoEAdapter` (module ``moe``) instead of ``down`` / ``up``."""
 
-    def __init__(self, dims: int, bottleneck: int, scale: float, dropout: float):
+    def __init__(self, dims: int, bottleneck: int, scale: float, dropout: float,
+                 experts: int = 1):
         super().__init__()
         self.dispatcher = nn.Linear(dims, 1)
         nn.init.trunc_normal_(self.dispatcher.weight, std=0.02)
         nn.init.zeros_(self.dispatcher.bias)
-        self.down = nn.Linear(dims, bottleneck)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.down.bias)
-        self.up = nn.Linear(bottleneck, dims)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+        if experts > 1:
+            self.moe = MoEAdapter(dims, bottleneck, experts)
+        else:
+            self.down = nn.Linear(dims, bottleneck)
+            nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.down.bias)
+            self.up = nn.Linear(bottleneck, dims)
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
         self.dropout = nn.Dropout(dropout)
         self.scale = scale
 
     def adapter(self, h: Tensor) -> Tensor:
+        """``h`` ``(B, N, C)`` -> the adapter branch ``(B, N, C)``."""
+        if hasattr(self, 'moe'):
+            return self.scale * self.moe(h, self.dropout)
         return self.scale * self.up(self.dropout(torch.relu(self.down(h))))
 
 
@@ -63,8 +108,11 @@ class DyT(PEFTMethod):
     Self-distillation (``distill=True``, the authors' 2024.10 update): every training step also
     runs the same model with every token through the MLPs as the teacher and adds its
     cross-entropy and ``KL(teacher || student)`` (teacher detached) to the losses (DyTHook, for
-    models with ``extract_feat`` and a ``head``: mmpretrain classifiers). The paper's MoE adapter
-    is not implemented (it is not in the authors' code either).
+    models with ``extract_feat`` and a ``head``: mmpretrain classifiers).
+
+    MoE adapter (``experts > 1``, the paper's enhanced adapter; not in the authors' code): the
+    block's adapter is ``experts`` bottleneck experts merged per sample by a router on the token
+    mean (:class:`MoEAdapter`), at the cost of one adapter at run time.
 
     Modules: ``dyt`` attached to each block.
 
@@ -76,9 +124,11 @@ class DyT(PEFTMethod):
         tau (float): Gumbel-sigmoid temperature. Defaults to 5.
         dropout (float): adapter dropout. Defaults to 0.1.
         distill (bool): add the self-distillation losses. Defaults to False.
+        experts (int): adapter experts; 1 is the plain adapter. Defaults to 1.
         blocks (sequence of int, optional): global block indices; all when ``None``.
 
-    ViT-B/16, bottleneck 64: 12 x (769 + 2 x 768 x 64 + 64 + 768) = 1,198,860 parameters.
+    ViT-B/16, bottleneck 64: 12 x (769 + 2 x 768 x 64 + 64 + 768) = 1,198,860 parameters;
+    with 4 experts 12 x (769 + 3,076 + 4 x 99,136) = 4,804,668.
     """
     paper = ('Zhao et al., Dynamic Tuning Towards Parameter and Inference Efficiency for ViT '
              'Adaptation (DyT), NeurIPS 2024')
@@ -87,8 +137,11 @@ class DyT(PEFTMethod):
 
     def __init__(self, bottleneck: int = 64, scale: float = 1.0, target_rate: float = 0.5,
                  rate_weight: float = 2.0, tau: float = 5.0, dropout: float = 0.1,
-                 distill: bool = False, blocks: Optional[Sequence[int]] = None):
+                 distill: bool = False, experts: int = 1,
+                 blocks: Optional[Sequence[int]] = None):
         super().__init__()
+        if experts < 1:
+            raise ValueError(f'DyT experts must be >= 1, got {experts}')
         if not 0.0 <= target_rate <= 1.0:
             raise ValueError(f'DyT target_rate must be in [0, 1], got {target_rate}')
         self.bottleneck = bottleneck
@@ -98,6 +151,7 @@ class DyT(PEFTMethod):
         self.tau = tau
         self.dropout = dropout
         self.distill = distill
+        self.experts = experts
         self.complete = False  # the self-distillation teacher: every token through the MLP
         self.blocks = blocks
         self._state: Dict[int, Tuple[Tensor, Tensor]] = {}  # block -> (mask (B, N), adapter)
@@ -111,7 +165,8 @@ class DyT(PEFTMethod):
         blocks = select_blocks(spec, self.blocks, 'DyT blocks')
         self._first = blocks[0].index
         for block in blocks:
-            modules = DyTBlockModules(block.dims, self.bottleneck, self.scale, self.dropout)
+            modules = DyTBlockModules(block.dims, self.bottleneck, self.scale, self.dropout,
+                                      self.experts)
             block.module.add_module('dyt', modules.to(block.norm2.weight.device))
             layouts = {}
             spec.on_block_input(block, lambda t, layout, d=layouts: d.update(last=layout))
