@@ -14,6 +14,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {
     'prefix': 'PrefixTuning', 'last': 'LAST', 'res-tuning-bypass': 'Res-Tuning-Bypass',
+    'res-tuning': 'Res-Tuning',
     'snf': 'SNF', 'hst': 'HST', 'lst': 'LST', 'dyt': 'DyT', 'dyt-moe': 'DyT', 'mona': 'Mona', 'lorand': 'LoRand',
     'patt': 'PATT', 'noah': 'VPT-deep', 'vpt-shallow': 'VPT-shallow', 'vpt-deep': 'VPT-deep',
     'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby',

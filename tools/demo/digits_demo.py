@@ -34,7 +34,7 @@ DEFAULT_METHODS = ('linear', 'lora', 'adapter', 'dtl', 'adaptformer', 'bitfit', 
                    'repadapter', 'hydra', 'fact-tt', 'fact-tk', 'adapter-plus', 'arc', 'arc-att',
                    'houlsby', 'compacter', 'kadaptation', 'sct', 'gps', 'vpt-shallow', 'vpt-deep',
                    'mona', 'lorand', 'patt', 'bapat', 'noah', 'dyt', 'dyt-moe', 'lst', 'hst', 'snf',
-                   'res-tuning-bypass', 'last', 'prefix', 'partial-1', 'full')
+                   'res-tuning', 'res-tuning-bypass', 'last', 'prefix', 'partial-1', 'full')
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_{}_digits.py')
 SOURCE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_scratch_digits-source.py')
 

@@ -266,6 +266,9 @@ METHODS = {
     'res-tuning-bypass': ('res-tuning-bypass', 'vtab_100e', 'Res-Tuning-Bypass (bottleneck 10)',
                           ADAPTER, 'scripts/run_vit_adapter.sh (shared table; no VTAB-1K values '
                           'in our references)'),
+    'res-tuning': ('res-tuning', 'vtab_100e', 'Res-Tuning (prefix 10 beside attention, adapter 10 '
+                   'beside MLP)', ADAPTER, 'scripts/run_vit_adapter.sh (shared table; no VTAB-1K '
+                   'values in our references)'),
     'last': ('last', 'vtab_100e', 'LAST (rank 16, every block)', ADAPTER,
              'scripts/run_vit_adapter.sh (shared table; LAST releases no code or settings)'),
     'prefix': ('prefix', 'vtab_100e', 'prefix tuning (10 prefixes per layer)', ADAPTER,

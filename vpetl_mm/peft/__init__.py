@@ -27,7 +27,7 @@ from .partial import PartialK
 from .patt import PATT
 from .prefix import PrefixTuning
 from .repadapter import RepAdapter
-from .restuning import ResTuningBypass
+from .restuning import ResTuning, ResTuningBypass
 from .sct import SCT
 from .snf import SNF
 from .vpt import VPTDeep, VPTShallow
@@ -38,5 +38,5 @@ __all__ = [
     'LNTune', 'PartialK', 'AdaptFormer', 'SSF', 'RepAdapter', 'Hydra', 'FacTTT', 'FacTTK',
     'AdapterPlus', 'ARC', 'ARCAtt', 'HoulsbyAdapter', 'Compacter', 'SCT', 'GPS', 'KAdaptation',
     'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF',
-    'ResTuningBypass', 'LAST', 'PrefixTuning', 'E3VA'
+    'ResTuning', 'ResTuningBypass', 'LAST', 'PrefixTuning', 'E3VA'
 ]

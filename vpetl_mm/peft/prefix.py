@@ -40,8 +40,8 @@ class PrefixTuning(PEFTMethod):
     ``prefix`` attached to each attention module.
 
     Where the spec gives access to the keys and values: mmpretrain's, mmseg's and mmaction's
-    plain ViTs; windowed attention (Swin, with its relative-position bias and shift masks) is
-    refused. The embedding init (N(0, 1)) and the default sizes are ours: the benchmark's code
+    plain ViTs, and the 2-D Swins of mmpretrain / mmseg / mmdet (prefixes in every window, the
+    relative-position bias and the shift mask padded for them); Video Swin is refused. The embedding init (N(0, 1)) and the default sizes are ours: the benchmark's code
     leaves them to its command lines.
 
     Args:

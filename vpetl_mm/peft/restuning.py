@@ -1,14 +1,20 @@
-"""Res-Tuning-Bypass: tuners unbound from the backbone, on a bypass fed by detached taps.
+"""Res-Tuning and Res-Tuning-Bypass: tuners unbound from the backbone.
 
 Jiang et al., "Res-Tuning: A Flexible and Efficient Tuning Paradigm via Unbinding Tuner from
-Backbone", NeurIPS 2023 (the concrete form of U-Tuning, Jiang et al., arXiv 2303.00690).
+Backbone", NeurIPS 2023, the concrete form of U-Tuning (Jiang et al., "Rethinking Efficient
+Tuning Methods from a Unified Perspective", arXiv 2303.00690): every tuner runs parallel to a
+frozen operation, ``x' = OP(x) + U(x)``. Res-Tuning places such tuners beside the attention and
+the MLP of every block; Res-Tuning-Bypass chains them on a bypass that no gradient leaves.
 """
+import math
+from typing import Optional, Sequence
+
 import torch
 from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
-from .base import PEFTMethod
+from .base import PEFTMethod, select_blocks
 from .layers import NoGradBlocks
 
 
@@ -30,8 +36,138 @@ class ResAdapter(nn.Module):
             nn.init.zeros_(self.up.weight)
             nn.init.zeros_(self.up.bias)
 
+    def branch(self, x: Tensor) -> Tensor:
+        """The tuner alone, ``up(GELU(down(x)))``: the Res-Adapter beside a frozen operation."""
+        return self.up(nn.functional.gelu(self.down(x)))
+
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.up(nn.functional.gelu(self.down(x)))
+        return x + self.branch(x)
+
+
+class ResPrefix(nn.Module):
+    """The unbound prefix beside an attention: per head, ``softmax(q P_k^T / sqrt(d)) P_v``
+    over ``L`` learned key / value tokens only, added to the attention product so it passes the
+    frozen output projection. (Prefix tuning puts ``P_k``, ``P_v`` into the attention's own
+    softmax; Res-Tuning drops the coupling weight that this creates.)
+
+    ``P_k`` is Xavier-uniform, ``P_v`` zero: the branch starts at exactly zero.
+    """
+
+    def __init__(self, dims: int, length: int):
+        super().__init__()
+        self.keys = nn.Parameter(nn.init.xavier_uniform_(torch.empty(length, dims)))
+        self.values = nn.Parameter(torch.zeros(length, dims))
+
+    def forward(self, q: Tensor, out: Tensor) -> Tensor:
+        """``q``, ``out``: ``(B', heads, N, d)`` -> ``out`` plus the prefix attention."""
+        _, heads, _, d = q.shape
+        if heads * d != self.keys.shape[1]:
+            raise ValueError(f'Res-Tuning prefix of width {self.keys.shape[1]} meets an '
+                             f'attention of {heads} heads x {d}')
+        pk, pv = (p.to(q.dtype).reshape(-1, heads, d).transpose(0, 1)
+                  for p in (self.keys, self.values))  # (heads, L, d)
+        weights = (q @ pk.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)  # (B', heads, N, L)
+        return out + weights @ pv
+
+
+class ResTuners(nn.Module):
+    """One block's tuners: ``mha`` beside the attention, ``ffn`` beside the MLP (either may be
+    absent)."""
+
+    def __init__(self, dims: int, mha: Optional[str], ffn: Optional[str], length: int,
+                 bottleneck: int):
+        super().__init__()
+        if mha == 'prefix':
+            self.mha = ResPrefix(dims, length)
+        elif mha == 'adapter':
+            self.mha = ResAdapter(dims, bottleneck, zero_init=True)
+        if ffn == 'adapter':
+            self.ffn = ResAdapter(dims, bottleneck, zero_init=True)
+
+
+@PEFT_METHODS.register_module(name='Res-Tuning')
+@PEFT_METHODS.register_module()
+class ResTuning(PEFTMethod):
+    """Res-Tuners parallel to the frozen operations of every block,
+    ``h = x + Attn(LN1(x)) + U_mha(LN1(x))`` and ``y = h + MLP(LN2(h)) + U_ffn(LN2(h))``:
+
+    * ``'adapter'`` (Res-Adapter): ``up(GELU(down(z)))`` on the operation's input ``z``, added
+      beside the branch (outside its drop path); Xavier-uniform weights, the up projection zero.
+    * ``'prefix'`` (Res-Prefix, attention only): :class:`ResPrefix`, an attention of the block's
+      own queries over learned keys / values alone, through the frozen output projection.
+
+    Every tuner starts at zero, so the model starts as the backbone. Nothing is merged (the
+    tuners are nonlinear). Prefixes need the per-head attention product: plain ViTs and the
+    2-D Swins (Video Swin is refused); adapters work on every family.
+
+    The paper publishes no code for this form (its code has the bypass only) and no VTAB sizes:
+    the defaults (prefix of 10 beside the attention, adapter of 10 beside the MLP, the widths of
+    ms-swift's Res-Tuning) and the inits are ours.
+
+    Modules: ``restuning`` attached to each block (``.mha``, ``.ffn``).
+
+    Args:
+        mha (str | None): tuner beside the attention: ``'prefix'``, ``'adapter'`` or None.
+            Defaults to ``'prefix'``.
+        ffn (str | None): tuner beside the MLP: ``'adapter'`` or None. Defaults to
+            ``'adapter'``.
+        length (int): prefix tokens ``L``. Defaults to 10.
+        bottleneck (int): adapter width. Defaults to 10.
+        blocks (sequence of int, optional): global block indices; all when ``None``.
+
+    ViT-B/16 with the defaults: 12 x (2 x 10 x 768 + 16,138) = 377,976 parameters.
+    """
+    paper = ('Jiang et al., Res-Tuning: A Flexible and Efficient Tuning Paradigm via Unbinding '
+             'Tuner from Backbone, NeurIPS 2023 (U-Tuning, arXiv 2303.00690)')
+    placement = 'tuners parallel to the attention (prefix or adapter) and the MLP (adapter)'
+    MHA_TUNERS = ('prefix', 'adapter', None)
+    FFN_TUNERS = ('adapter', None)
+
+    def __init__(self, mha: Optional[str] = 'prefix', ffn: Optional[str] = 'adapter',
+                 length: int = 10, bottleneck: int = 10,
+                 blocks: Optional[Sequence[int]] = None):
+        super().__init__()
+        if mha not in self.MHA_TUNERS:
+            raise ValueError(f'Res-Tuning mha={mha!r}: one of {self.MHA_TUNERS}')
+        if ffn not in self.FFN_TUNERS:
+            raise ValueError(f'Res-Tuning ffn={ffn!r}: one of {self.FFN_TUNERS} (prefixes need '
+                             'the queries of an attention)')
+        if mha is None and ffn is None:
+            raise ValueError('Res-Tuning with mha=None and ffn=None tunes nothing')
+        if length < 1 or bottleneck < 1:
+            raise ValueError(f'Res-Tuning length and bottleneck must be >= 1, got {length}, '
+                             f'{bottleneck}')
+        self.mha, self.ffn = mha, ffn
+        self.length, self.bottleneck = length, bottleneck
+        self.blocks = blocks
+
+    def attach(self, backbone, spec):
+        for block in select_blocks(spec, self.blocks, 'Res-Tuning blocks'):
+            tuners = ResTuners(block.dims, self.mha, self.ffn, self.length, self.bottleneck)
+            block.module.add_module('restuning', tuners.to(block.norm1.weight.device))
+            if self.mha == 'prefix':
+                spec.on_attention_heads(block, tuners.mha)
+            elif self.mha == 'adapter':
+                self._beside(block.norm1, tuners.mha, lambda fn, b=block:
+                             spec.on_attention_residual(b, fn))
+            if self.ffn == 'adapter':
+                self._beside(block.norm2, tuners.ffn, lambda fn, b=block:
+                             spec.on_block_output(b, fn))
+
+    @staticmethod
+    def _beside(norm: nn.Module, adapter: ResAdapter, add_to):
+        """Run ``adapter`` on the output of ``norm`` (the operation's input) and add it to the
+        tokens ``add_to`` hands over (the stream after that operation's residual add)."""
+        pending = {}
+
+        def run(module, args, out):
+            pending['out'] = adapter.branch(out)
+
+        def add(tokens, layout):
+            return tokens + pending.pop('out').reshape(tokens.shape)
+
+        norm.register_forward_hook(run)
+        add_to(add)
 
 
 @PEFT_METHODS.register_module(name='Res-Tuning-Bypass')

@@ -291,6 +291,17 @@ class BackboneSpec:
         raise TypeError(f'{type(self).__name__} gives no access to the attention keys and '
                         'values (windowed attention with position bias and masks)')
 
+    def on_attention_heads(self, block: BlockInfo,
+                           fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+        """Pass the per-head attention result of ``block`` through ``fn(q, out) -> out`` before
+        the heads are merged and projected: ``q`` the queries (unscaled) and ``out`` the
+        attention product, ``(B', heads, N, d)`` each (``B'`` is ``B``, or ``windows * B`` for
+        windowed attention). A branch parallel to the attention (an unbound prefix) adds to
+        ``out`` here and so passes the frozen output projection. Same availability as
+        :meth:`on_attention_kv`."""
+        raise TypeError(f'{type(self).__name__} gives no access to the per-head attention '
+                        'product (windowed attention with position bias and masks)')
+
     def replace_block_input(self, block: BlockInfo,
                             fn: Callable[[Tensor, TokenLayout], Tensor]):
         """Replace the token input of ``block`` by ``fn(tokens, layout)``; returns a handle.
@@ -389,6 +400,21 @@ def apply_kv_transforms(attn: nn.Module, k: Tensor, v: Tensor) -> Tuple[Tensor, 
     for fn in getattr(attn, '_vpetl_kv', ()):
         k, v = fn(k, v)
     return k, v
+
+
+def add_heads_transform(attn: nn.Module, fn: Callable) -> None:
+    """Register ``fn(q, out) -> out`` on an attention module whose forward calls
+    :func:`apply_heads_transforms`."""
+    if not hasattr(attn, '_vpetl_heads'):
+        attn._vpetl_heads = []
+    attn._vpetl_heads.append(fn)
+
+
+def apply_heads_transforms(attn: nn.Module, q: Tensor, out: Tensor) -> Tensor:
+    """The per-head attention product ``(B, heads, N, d)`` through the transforms on ``attn``."""
+    for fn in getattr(attn, '_vpetl_heads', ()):
+        out = fn(q, out)
+    return out
 
 
 def qkv_sites(qkv: LinearSite, dims: int) -> Dict[str, LinearSite]:

@@ -7,8 +7,8 @@ from mmengine.logging import print_log
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_kv_transform,
-                   apply_kv_transforms, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_heads_transform,
+                   add_kv_transform, apply_heads_transforms, apply_kv_transforms, qkv_sites)
 
 
 def _attention_forward(self, x):
@@ -29,7 +29,7 @@ def _attention_forward(self, x):
     k, v = apply_kv_transforms(self, k, v)
     attn = (q * self.scale) @ k.transpose(-2, -1)
     attn = self.attn_drop(attn.softmax(dim=-1))
-    x = (attn @ v).transpose(1, 2).reshape(B, N, -1)
+    x = apply_heads_transforms(self, q, attn @ v).transpose(1, 2).reshape(B, N, -1)
     return self.proj_drop(self.proj(x))
 
 
@@ -71,6 +71,9 @@ class MMActionViTSpec(BackboneSpec):
 
     def on_attention_kv(self, block, fn):
         add_kv_transform(block.attn, fn)  # the spec-installed forward applies them
+
+    def on_attention_heads(self, block, fn):
+        add_heads_transform(block.attn, fn)
 
     def _layout(self, block, tokens, args):
         t, h, w = self._input_shape[-3:]

@@ -1,8 +1,8 @@
 """Spec for mmpretrain ``VisionTransformer`` (and subclasses such as DeiT)."""
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, add_kv_transform, apply_kv_transforms,
-                   grid_from_tokens, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, add_heads_transform, add_kv_transform,
+                   apply_heads_transforms, apply_kv_transforms, grid_from_tokens, qkv_sites)
 
 
 @BACKBONE_SPECS.register_module()
@@ -31,19 +31,26 @@ class MMPretrainViTSpec(BackboneSpec):
         return blocks
 
     def on_attention_kv(self, block, fn):
+        add_kv_transform(self._wrap_product(block.attn), fn)
+
+    def on_attention_heads(self, block, fn):
+        add_heads_transform(self._wrap_product(block.attn), fn)
+
+    @staticmethod
+    def _wrap_product(attn):
         """mmpretrain's attention calls its instance attribute ``scaled_dot_product_attention``
-        with ``(q, k, v)``; the first registration wraps it so the keys and values pass the
-        transforms."""
-        attn = block.attn
-        if not hasattr(attn, '_vpetl_kv'):
+        with ``(q, k, v)`` and gets the per-head product ``(B, heads, N, d)``; the first
+        registration wraps it so keys / values and the product pass the transforms."""
+        if not getattr(attn, '_vpetl_wrapped', False):
             product = attn.scaled_dot_product_attention
 
             def with_transforms(q, k, v, *args, **kwargs):
                 k, v = apply_kv_transforms(attn, k, v)
-                return product(q, k, v, *args, **kwargs)
+                return apply_heads_transforms(attn, q, product(q, k, v, *args, **kwargs))
 
             attn.scaled_dot_product_attention = with_transforms
-        add_kv_transform(attn, fn)
+            attn._vpetl_wrapped = True
+        return attn
 
     def _remember_grid(self, module, args, output):
         self._grid = tuple(output[1])  # PatchEmbed returns (tokens, (H, W))

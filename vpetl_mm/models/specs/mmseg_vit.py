@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, add_kv_transform, apply_kv_transforms,
-                   grid_from_tokens, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, add_heads_transform, add_kv_transform,
+                   apply_heads_transforms, apply_kv_transforms, grid_from_tokens, qkv_sites)
 
 
 def _same_tensor(a, b):
@@ -33,7 +33,8 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
              and not self.batch_first and self._qkv_same_embed_dim
              and self.bias_k is None and not self.add_zero_attn)
     if not plain:
-        if qkv_site.active or proj_site.active or getattr(self, '_vpetl_kv', None):
+        if (qkv_site.active or proj_site.active or getattr(self, '_vpetl_kv', None)
+                or getattr(self, '_vpetl_heads', None)):
             raise NotImplementedError('PEFT deltas on nn.MultiheadAttention support plain '
                                       'self-attention without masks only')
         return type(self).forward(self, query, key, value, key_padding_mask, need_weights,
@@ -46,7 +47,7 @@ def _mha_forward(self, query, key, value, key_padding_mask=None, need_weights=Tr
     k, v = apply_kv_transforms(self, k, v)
     out = F.scaled_dot_product_attention(q, k, v,
                                          dropout_p=self.dropout if self.training else 0.0)
-    out = out.permute(2, 0, 1, 3).reshape(L, B, C)
+    out = apply_heads_transforms(self, q, out).permute(2, 0, 1, 3).reshape(L, B, C)
     out = proj_site.apply(out, F.linear(out, self.out_proj.weight, self.out_proj.bias))
     return out, None
 
@@ -89,6 +90,9 @@ class MMSegViTSpec(BackboneSpec):
 
     def on_attention_kv(self, block, fn):
         add_kv_transform(block.attn, fn)  # the spec-installed forward applies them
+
+    def on_attention_heads(self, block, fn):
+        add_heads_transform(block.attn, fn)
 
     def _remember_grid(self, module, args, output):
         self._grid = tuple(output[1])  # mmseg PatchEmbed returns (tokens, (H, W))

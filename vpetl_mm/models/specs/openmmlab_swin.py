@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_kv_transform,
-                   apply_kv_transforms, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_heads_transform,
+                   add_kv_transform, apply_heads_transforms, apply_kv_transforms, qkv_sites)
 
 
 def _window_msa_forward(self, x, mask=None):
@@ -32,7 +32,7 @@ def _window_msa_forward(self, x, mask=None):
             mask, (extra, 0)).unsqueeze(1).unsqueeze(0)
         attn = attn.view(-1, self.num_heads, N, N + extra)
     attn = self.attn_drop(self.softmax(attn))
-    x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+    x = apply_heads_transforms(self, q, attn @ v).transpose(1, 2).reshape(B, N, C)
     return self.proj_drop(self.proj(x))
 
 
@@ -68,10 +68,20 @@ class OpenMMLabSwinSpec(BackboneSpec):
         """Keys and values of every window, ``(num_windows * B, heads, N, d)``; ``fn`` may only
         prepend tokens (the bias and mask are padded for them). The window attention's forward
         is replaced by an equivalent one on the first registration."""
+        add_kv_transform(self._window_msa(block), fn)
+
+    def on_attention_heads(self, block, fn):
+        """The per-head product of every window, ``(num_windows * B, heads, N, d)``, through the
+        same installed forward."""
+        add_heads_transform(self._window_msa(block), fn)
+
+    @staticmethod
+    def _window_msa(block):
         msa = block.attn.w_msa
-        if not hasattr(msa, '_vpetl_kv'):
+        if not getattr(msa, '_vpetl_wrapped', False):
             msa.forward = types.MethodType(_window_msa_forward, msa)
-        add_kv_transform(msa, fn)
+            msa._vpetl_wrapped = True
+        return msa
 
     def _layout(self, block, tokens, args):
         return TokenLayout(0, tuple(args[1]))

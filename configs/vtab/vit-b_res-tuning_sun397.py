@@ -1,0 +1,22 @@
+# VTAB-1K sun397, Res-Tuning (prefix 10 beside attention, adapter 10 beside MLP), ViT-B/16 (ImageNet-21k).
+# lr / weight decay: V-PETL Bench scripts/run_vit_adapter.sh (shared table; no VTAB-1K values in our references)
+_base_ = [
+    '../_base_/models/vit-b16_in21k.py', '../_base_/peft/res-tuning.py',
+    '../_base_/datasets/vtab.py', '../_base_/schedules/vtab_100e.py',
+    '../_base_/default_runtime.py'
+]
+vtab_name = 'sun397'
+data_root = 'data/vtab-1k/sun397'
+num_classes = 397
+model = dict(
+    backbone=dict(backbone=dict(_base_.peft_backbone),
+                  method=dict(_base_.peft_method)),
+    head=dict(num_classes=num_classes,
+              loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
+data_preprocessor = dict(num_classes=num_classes)
+train_dataloader = dict(
+    dataset=dict(data_root=data_root, num_classes=num_classes,
+                 pipeline=_base_.train_pipeline_aug))
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+optim_wrapper = dict(optimizer=dict(lr=0.0017, weight_decay=0.01))
