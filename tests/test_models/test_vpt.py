@@ -1,4 +1,4 @@
-"""VPT-shallow / VPT-deep: the official formula, every ViT family, Swin refused, round trip,
+"""VPT-shallow / VPT-deep: the official formula, every ViT family, the Swin variants, round trip,
 composition with LoRA."""
 import copy
 
@@ -11,6 +11,8 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
+from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
+                                      train_and_check_frozen)
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT,  # noqa: E402
                                                              batch, classifier_cfg,
                                                              pretrained_file)
@@ -105,10 +107,8 @@ def test_composes_with_lora(tmp_path):
     assert 'peft.methods.vpt-deep.prompts' in grads and any('.lora_' in n for n in grads)
 
 
-def test_swin_shallow_is_refused_deep_prompts_windows(tmp_path):
+def test_swin_deep_prompts_windows(tmp_path):
     _, path = pretrained_file(tmp_path, TINY_SWIN)
-    with pytest.raises(TypeError, match='cannot take'):
-        MODELS.build(classifier_cfg(TINY_SWIN, dict(type='VPT-shallow', length=2), path))
     model = MODELS.build(classifier_cfg(TINY_SWIN, dict(type='VPT-deep', length=2), path))
     method = model.backbone.peft.methods['vpt-deep']
     assert [tuple(p.shape) for p in method.window_prompts] == [(2, 16)] * 2 + [(2, 32)] * 2
@@ -152,11 +152,91 @@ def test_toolbox_vits(family, kind, tmp_path):
     assert not torch.equal(dict(model.named_parameters())[name], before[name])
 
 
-@pytest.mark.parametrize('family', ['mmaction-swin3d', 'mmdet-swin'])
-def test_windowed_toolbox_backbones_refused(family, tmp_path):
-    _, build, _ = setup(family, tmp_path)
-    with pytest.raises(TypeError, match='cannot take'):
-        build(dict(type='VPT-shallow', length=2))
+def _swin_block_with_prompts(block, x, prompts):
+    """VPT's Swin block with the prompts in a single unshifted window, written out: attention
+    over ``[prompts; tokens]`` (relative-position bias on the token pairs only), residual, MLP."""
+    msa = block.attn.w_msa
+    seq = torch.cat([prompts, x], 1)
+    b, n, c = seq.shape
+    heads = msa.num_heads
+    d = c // heads
+    q, k, v = msa.qkv(block.norm1(seq)).reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+    attn = q @ k.transpose(-2, -1) / d**0.5
+    area = x.shape[1]
+    bias = msa.relative_position_bias_table[msa.relative_position_index.view(-1)].view(
+        area, area, -1).permute(2, 0, 1)
+    attn[:, :, -area:, -area:] += bias
+    out = msa.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
+    h = seq + out
+    return h + block.ffn.layers(block.norm2(h))
+
+
+def test_swin_shallow_block_equals_vpt_swin_block(tmp_path):
+    """One window per image (window 8 on the 8 x 8 grid, no shift): our block output and the
+    carried prompts equal VPT's prompted Swin block."""
+    swin = dict(TINY_SWIN, window_size=8)
+    _, path = pretrained_file(tmp_path, swin)
+    model = MODELS.build(classifier_cfg(swin, dict(type='VPT-shallow', length=3), path))
+    model.eval()
+    method = model.backbone.peft.methods['vpt-shallow']
+    assert method.prompts.shape == (3, 16)
+    block = model.backbone.peft.spec.blocks[0]
+    x = torch.randn(2, 64, 16)
+    with torch.no_grad():
+        method.begin_forward()
+        out = block.module(x, (8, 8))
+        expected = _swin_block_with_prompts(block.module, x, method.prompts.expand(2, -1, -1))
+    torch.testing.assert_close(out, expected[:, 3:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(method._carry, expected[:, :3], rtol=1e-5, atol=1e-5)
+
+
+def test_swin_shallow_windows_and_merging(tmp_path):
+    """Several windows: every window sees the prompts (the patch outputs change), each
+    sample's prompts average its own windows only (samples stay independent), the prompts pass
+    the patch merging as tokens filling their 2 x 2 neighbourhood, and VPT-shallow trains."""
+    _, path = pretrained_file(tmp_path, TINY_SWIN)
+    cfg = classifier_cfg(TINY_SWIN, dict(type='VPT-shallow', length=2), path)
+    model = MODELS.build(cfg)
+    model.eval()
+    spec = model.backbone.peft.spec
+    merging = model.backbone.stages[0].downsample
+    p = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        grid = p[:, :, None].expand(-1, -1, 4, -1).reshape(2 * 5, 4, 16)  # 2 x 2 maps of p
+        merged, _ = merging(grid, (2, 2))
+        torch.testing.assert_close(spec.merge_tokens(0, p), merged.reshape(2, 5, 32))
+        assert torch.equal(spec.merge_tokens(1, p), p)  # the last stage has no merging
+        x = torch.randn(3, 3, 32, 32)
+        out = model.backbone(x)[-1]
+        alone = model.backbone(x[1:2])[-1]
+    torch.testing.assert_close(out[1:2], alone, rtol=1e-5, atol=1e-5)
+    before, after = train_and_check_frozen(model, batch())
+    assert moved(before, after, 'vpt-shallow.prompts')
+    assert_round_trip(model, MODELS.build(cfg), torch.randn(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize('family', ['mmseg-swin', 'mmdet-swin'])
+def test_swin_shallow_in_dense_toolboxes(family, tmp_path):
+    plain, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='VPT-shallow', length=2))
+    data, x = batch_fn()
+    model.eval()
+    with torch.no_grad():
+        out, ref = features(model.backbone, x), features(plain, x)
+    assert out.shape == ref.shape and (out - ref).abs().max() > 1e-4
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    assert torch.isfinite(model.train_step(
+        data, OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.1)))['loss'])
+    name = 'backbone.peft.methods.vpt-shallow.prompts'
+    assert not torch.equal(dict(model.named_parameters())[name], before[name])
+
+
+def test_video_swin_refused(tmp_path):
+    _, build, _ = setup('mmaction-swin3d', tmp_path)
+    for kind in ('VPT-shallow', 'VPT-deep'):
+        with pytest.raises(TypeError, match='keys and'):
+            build(dict(type=kind, length=2))
 
 
 def test_deep_lengths_per_block(tmp_path):

@@ -21,8 +21,9 @@ class VPTBase(PEFTMethod):
     sees them and every output type keeps its shape. Shallow VPT inserts its prompts once and
     carries their outputs from block to block (the same computation as leaving them in the
     sequence); deep VPT replaces them with the next block's own prompts. They get no position
-    embedding. Only for specs whose blocks take a longer sequence (plain ViTs: mmpretrain,
-    mmseg, mmaction); windowed blocks (Swin) are refused.
+    embedding. On plain ViTs (mmpretrain, mmseg, mmaction) the prompts join the sequence; on
+    the 2-D Swins (mmpretrain, mmseg, mmdet) they join every window, as the VPT paper's Swin
+    variant (below); Video Swin is refused.
 
     Init (as the VPT code): uniform in ``+-sqrt(6 / (fan_in + C))`` with ``fan_in`` the patch
     projection's input size (``3 x 16 x 16`` on ViT-B/16). The parameter is
@@ -54,12 +55,7 @@ class VPTBase(PEFTMethod):
 
     def attach(self, backbone, spec):
         if not spec.accepts_extra_tokens:
-            if self.deep:
-                return self._attach_windows(spec)
-            raise TypeError(f'{type(self).__name__} inserts tokens into the sequence, which '
-                            f'{type(spec).__name__} blocks (windowed attention) cannot take; '
-                            'use it on a plain ViT (mmpretrain / mmseg / mmaction), or VPT-deep, '
-                            'which prompts every window')
+            return self._attach_windows(spec) if self.deep else self._attach_windows_shallow(spec)
         dims = {b.dims for b in spec.blocks}
         if len(dims) != 1:
             raise TypeError(f'{type(self).__name__} needs one token width, got {sorted(dims)}')
@@ -108,6 +104,58 @@ class VPTBase(PEFTMethod):
         return (torch.cat([pk.expand(b, -1, -1, -1), k], dim=2),
                 torch.cat([pv.expand(b, -1, -1, -1), v], dim=2))
 
+    def _attach_windows_shallow(self, spec):
+        """Windowed blocks (Swin), shallow: one prompt set ``(L, C_0)`` joins every window of
+        every block (VPT's Swin variant). In a block the prompts pass ``norm1`` and the frozen
+        ``qkv``; their keys / values are prepended in each window (bias and shift mask padded
+        with zeros) and their own queries attend over the prompts and the window's tokens; the
+        prompt outputs are averaged over the sample's windows, then take the attention residual,
+        ``norm2``, the MLP and its residual. Between stages they pass the frozen patch merging
+        as tokens filling their 2 x 2 neighbourhood (:meth:`merge_tokens`). The backbone's
+        outputs never include them."""
+        if not isinstance(self.length, int):
+            raise ValueError('VPT-shallow takes one length')
+        patch = spec.patch_projection()
+        fan_in = patch.in_channels * math.prod(patch.kernel_size)
+        width = spec.blocks[0].dims
+        bound = math.sqrt(6.0 / (fan_in + width))
+        prompts = torch.empty(self.length, width, device=patch.weight.device)
+        self.prompts = nn.Parameter(nn.init.uniform_(prompts, -bound, bound))
+        self._stage = 0
+        for block in spec.blocks:
+            spec.on_block_input(block, lambda t, layout, b=block: self._enter_windows(t, b, spec))
+            spec.on_attention_kv(block, lambda k, v, b=block: self._shallow_window_kv(k, v, b))
+            spec.on_block_output(block, lambda t, layout, b=block: self._leave_windows(t, b))
+
+    def _enter_windows(self, tokens: Tensor, block, spec):
+        if block.index == 0:
+            self._carry = self.dropout(self.prompts).to(tokens.dtype).expand(
+                tokens.shape[0], -1, -1)
+        elif block.stage != self._stage:  # the previous stage ended in a patch merging
+            self._carry = spec.merge_tokens(self._stage, self._carry)
+        self._stage = block.stage
+
+    def _shallow_window_kv(self, k: Tensor, v: Tensor, block):
+        """``k``, ``v``: ``(windows * B, heads, N, d)`` (windows of a sample adjacent) -> the
+        prompts' keys / values first; the prompts' own attention output is kept."""
+        prompts = self._carry  # (B, L, C)
+        b, length, c = prompts.shape
+        heads, d = k.shape[1], k.shape[3]
+        windows = k.shape[0] // b
+        qkv = block.sites['qkv'].owner(block.norm1(prompts))  # (B, L, 3C)
+        pq, pk, pv = (t.repeat_interleave(windows, dim=0) for t in qkv.reshape(
+            b, length, 3, heads, d).permute(2, 0, 3, 1, 4))  # (windows * B, heads, L, d)
+        k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        weights = (pq @ k.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)
+        out = (weights @ v).reshape(b, windows, heads, length, d).mean(dim=1)
+        self._prompt_attn = block.sites['proj'].owner(out.transpose(1, 2).reshape(b, length, c))
+        return k, v
+
+    def _leave_windows(self, tokens: Tensor, block) -> Tensor:
+        h = self._carry + self._prompt_attn
+        self._carry = h + block.mlp(block.norm2(h))
+        return tokens
+
     def begin_forward(self):
         self._carry = None
 
@@ -136,7 +184,11 @@ class VPTBase(PEFTMethod):
 @PEFT_METHODS.register_module()
 class VPTShallow(VPTBase):
     __doc__ = VPTBase.__doc__ + '''
-    Shallow: one set of prompts, inserted before the first block.
+    Shallow: one set of prompts, inserted before the first block. On Swin one set of stage-0
+    width joins every window of every block and is carried through the patch mergings
+    (``_attach_windows_shallow``); VPT's code averages the prompts into the pooled feature and
+    averages window outputs across the samples of a batch (a window-order mismatch), here each
+    sample averages its own windows and the backbone's outputs stay the patch tokens.
 
     ViT-B/16, 100 prompts: 100 x 768 = 76,800 parameters.
     '''

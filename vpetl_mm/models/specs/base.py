@@ -359,6 +359,12 @@ class BackboneSpec:
                    block.module.register_forward_hook(hook)]
         return _Handles(handles)
 
+    def merge_tokens(self, stage: int, tokens: Tensor) -> Tensor:
+        """Pass ``tokens`` ``(B, L, C)`` of ``stage`` through the frozen patch merging that ends
+        it, each token as if it filled the merged neighbourhood: ``(B, L, C')``. Only for
+        hierarchical specs."""
+        raise TypeError(f'{type(self).__name__} has no patch merging between stages')
+
     # -- modules outside the blocks ---------------------------------------------------------
     def patch_projection(self) -> nn.Module:
         """The convolution that embeds the patches (its output channels are the tokens)."""

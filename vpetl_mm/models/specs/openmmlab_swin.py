@@ -83,5 +83,20 @@ class OpenMMLabSwinSpec(BackboneSpec):
             msa._vpetl_wrapped = True
         return msa
 
+    def merge_tokens(self, stage, tokens):
+        """The stage's ``PatchMerging`` (``nn.Unfold``, norm, reduction) on tokens that fill
+        their ``k x k`` neighbourhood: Unfold orders the merged channels ``c * k^2 + position``,
+        so the merged vector is every channel repeated ``k^2`` times."""
+        merging = self.backbone.stages[stage].downsample
+        if merging is None:
+            return tokens
+        kh, kw = merging.sampler.kernel_size
+        x = tokens.repeat_interleave(kh * kw, dim=-1)
+        if getattr(merging, 'use_post_norm', False):
+            x = merging.reduction(x)
+            return merging.norm(x) if merging.norm is not None else x
+        x = merging.norm(x) if merging.norm is not None else x
+        return merging.reduction(x)
+
     def _layout(self, block, tokens, args):
         return TokenLayout(0, tuple(args[1]))
