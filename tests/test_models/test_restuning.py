@@ -69,7 +69,8 @@ def _perturb(model):
     """Trained-looking tuners: the zero-initialised halves made non-zero."""
     with torch.no_grad():
         for name, p in model.backbone.named_parameters():
-            if '.restuning.' in name and ('values' in name or '.up.' in name):
+            if '.restuning.' in name and ('values' in name or '.up.' in name
+                                          or 'prompts' in name):
                 p.normal_(0, 0.2)
 
 
@@ -89,6 +90,10 @@ def _reference(plain, model, x, mha):
             pk = tuners.mha.keys.reshape(-1, heads, d).transpose(0, 1)
             pv = tuners.mha.values.reshape(-1, heads, d).transpose(0, 1)
             out = out + torch.softmax(q @ pk.transpose(-2, -1) / d**0.5, -1) @ pv
+        if mha == 'prompt':  # the prompts through norm1 and the frozen k / v projections
+            _, pk, pv = layer.attn.qkv(layer.ln1(tuners.mha.prompts)).reshape(
+                -1, 3, heads, d).permute(1, 2, 0, 3)
+            out = out + torch.softmax(q @ pk.transpose(-2, -1) / d**0.5, -1) @ pv
         h = tokens + layer.attn.proj(out.transpose(1, 2).reshape(b, n, c))
         if mha == 'adapter':
             h = h + tuners.mha.up(F.gelu(tuners.mha.down(z)))
@@ -105,7 +110,7 @@ def test_res_tuning_count():
     assert sum(p.numel() for p in bb.parameters() if p.requires_grad) == 377976
 
 
-@pytest.mark.parametrize('mha', ['prefix', 'adapter'])
+@pytest.mark.parametrize('mha', ['prefix', 'adapter', 'prompt'])
 def test_res_tuning_identity_then_formula(mha, tmp_path):
     plain, path = pretrained_file(tmp_path, TINY_VIT)
     plain.eval()
@@ -114,7 +119,11 @@ def test_res_tuning_identity_then_formula(mha, tmp_path):
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model.backbone(x)[-1], plain(x)[-1])  # every tuner starts at zero
+        start = model.backbone(x)[-1]
+        if mha == 'prompt':  # prompts act from the start
+            assert not torch.allclose(start, plain(x)[-1], atol=1e-4)
+        else:  # adapters and prefixes start at zero
+            assert torch.equal(start, plain(x)[-1])
         _perturb(model)
         expected = _reference(plain, model, x, mha)
         out = model.backbone(x)[-1]
@@ -151,7 +160,7 @@ def test_res_tuning_composes_with_lora(tmp_path):
 
 
 def test_res_tuning_bad_settings_and_video_swin(tmp_path):
-    for kwargs, match in ((dict(ffn='prefix'), 'ffn'), (dict(mha='prompt'), 'mha'),
+    for kwargs, match in ((dict(ffn='prefix'), 'ffn'), (dict(mha='lora'), 'mha'),
                           (dict(mha=None, ffn=None), 'tunes nothing'),
                           (dict(length=0), 'length')):
         with pytest.raises(ValueError, match=match):
@@ -171,3 +180,26 @@ def test_res_tuning_bad_settings_and_video_swin(tmp_path):
     model.eval()
     with torch.no_grad():
         assert not torch.allclose(model.backbone(x)[-1], start)
+
+
+@pytest.mark.parametrize('family', ['mmaction-vit', 'mmseg-vit'])
+def test_res_prompt_in_toolbox_vits(family, tmp_path):
+    """Res-Prompt's tokens use the qkv map exactly as each attention computes it (mmaction
+    assembles its bias from q_bias / v_bias, mmseg uses in_proj functionally), and it trains."""
+    pytest.importorskip(family.split('-')[0])
+    from tests.test_models.test_specs_toolboxes import setup
+    _, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='Res-Tuning', mha='prompt', length=3, bottleneck=4))
+    data, x = batch_fn()
+    spec = model.backbone.peft.spec
+    seen = []
+    site = spec.blocks[0].sites['qkv']
+    site.add_output_transform(lambda inp, out: seen.append((inp, out)) or out)
+    model.eval()
+    with torch.no_grad():
+        model.backbone(x)
+        inp, out = seen[0]
+        torch.testing.assert_close(site.frozen(inp), out, rtol=1e-6, atol=1e-6)
+    site.remove_delta(site._transforms[-1])
+    before, after = train_and_check_frozen(model, data, steps=2)
+    assert moved(before, after, '.restuning.mha.prompts')

@@ -70,6 +70,27 @@ class ResPrefix(nn.Module):
         return out + weights @ pv
 
 
+class ResPrompt(nn.Module):
+    """The unbound prompt beside an attention: ``L`` learned tokens ``P`` ``(L, C)`` pass the
+    block's ``norm1`` and frozen key / value projections, and the block's queries attend over
+    them alone, ``softmax(q K_P^T / sqrt(d)) V_P`` per head, added to the attention product (the
+    method calls :meth:`forward` with the block). Xavier-uniform init: unlike the other
+    Res-Tuners it does not start at zero."""
+
+    def __init__(self, dims: int, length: int):
+        super().__init__()
+        self.prompts = nn.Parameter(nn.init.xavier_uniform_(torch.empty(length, dims)))
+
+    def forward(self, q: Tensor, out: Tensor, block) -> Tensor:
+        """``q``, ``out``: ``(B', heads, N, d)``; ``block``: its :class:`BlockInfo`."""
+        _, heads, _, d = q.shape
+        z = block.norm1(self.prompts.to(q.dtype))
+        qkv = block.sites['qkv'].apply(z, block.sites['qkv'].frozen(z))  # (L, 3C), deltas too
+        _, pk, pv = qkv.reshape(-1, 3, heads, d).permute(1, 2, 0, 3)  # (heads, L, d) each
+        weights = (q @ pk.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)
+        return out + weights @ pv
+
+
 class ResTuners(nn.Module):
     """One block's tuners: ``mha`` beside the attention, ``ffn`` beside the MLP (either may be
     absent)."""
@@ -79,6 +100,8 @@ class ResTuners(nn.Module):
         super().__init__()
         if mha == 'prefix':
             self.mha = ResPrefix(dims, length)
+        elif mha == 'prompt':
+            self.mha = ResPrompt(dims, length)
         elif mha == 'adapter':
             self.mha = ResAdapter(dims, bottleneck, zero_init=True)
         if ffn == 'adapter':
@@ -95,10 +118,13 @@ class ResTuning(PEFTMethod):
       beside the branch (outside its drop path); Xavier-uniform weights, the up projection zero.
     * ``'prefix'`` (Res-Prefix, attention only): :class:`ResPrefix`, an attention of the block's
       own queries over learned keys / values alone, through the frozen output projection.
+    * ``'prompt'`` (Res-Prompt, attention only): :class:`ResPrompt`, the same over learned
+      tokens that pass the frozen ``norm1`` and key / value projections.
 
-    Every tuner starts at zero, so the model starts as the backbone. Nothing is merged (the
-    tuners are nonlinear). Prefixes need the per-head attention product: plain ViTs and the
-    2-D Swins (Video Swin is refused); adapters work on every family.
+    Adapters and prefixes start at zero (the model starts as the backbone); prompts do not.
+    Nothing is merged (the tuners are nonlinear). Prefixes and prompts need the per-head
+    attention product: plain ViTs and the 2-D Swins (Video Swin is refused); adapters work on
+    every family.
 
     The paper publishes no code for this form (its code has the bypass only) and no VTAB sizes:
     the defaults (prefix of 10 beside the attention, adapter of 10 beside the MLP, the widths of
@@ -107,11 +133,11 @@ class ResTuning(PEFTMethod):
     Modules: ``restuning`` attached to each block (``.mha``, ``.ffn``).
 
     Args:
-        mha (str | None): tuner beside the attention: ``'prefix'``, ``'adapter'`` or None.
-            Defaults to ``'prefix'``.
+        mha (str | None): tuner beside the attention: ``'prefix'``, ``'prompt'``,
+            ``'adapter'`` or None. Defaults to ``'prefix'``.
         ffn (str | None): tuner beside the MLP: ``'adapter'`` or None. Defaults to
             ``'adapter'``.
-        length (int): prefix tokens ``L``. Defaults to 10.
+        length (int): prefix / prompt tokens ``L``. Defaults to 10.
         bottleneck (int): adapter width. Defaults to 10.
         blocks (sequence of int, optional): global block indices; all when ``None``.
 
@@ -119,8 +145,9 @@ class ResTuning(PEFTMethod):
     """
     paper = ('Jiang et al., Res-Tuning: A Flexible and Efficient Tuning Paradigm via Unbinding '
              'Tuner from Backbone, NeurIPS 2023 (U-Tuning, arXiv 2303.00690)')
-    placement = 'tuners parallel to the attention (prefix or adapter) and the MLP (adapter)'
-    MHA_TUNERS = ('prefix', 'adapter', None)
+    placement = ('tuners parallel to the attention (prefix, prompt or adapter) and the MLP '
+                 '(adapter)')
+    MHA_TUNERS = ('prefix', 'prompt', 'adapter', None)
     FFN_TUNERS = ('adapter', None)
 
     def __init__(self, mha: Optional[str] = 'prefix', ffn: Optional[str] = 'adapter',
@@ -130,8 +157,8 @@ class ResTuning(PEFTMethod):
         if mha not in self.MHA_TUNERS:
             raise ValueError(f'Res-Tuning mha={mha!r}: one of {self.MHA_TUNERS}')
         if ffn not in self.FFN_TUNERS:
-            raise ValueError(f'Res-Tuning ffn={ffn!r}: one of {self.FFN_TUNERS} (prefixes need '
-                             'the queries of an attention)')
+            raise ValueError(f'Res-Tuning ffn={ffn!r}: one of {self.FFN_TUNERS} (prefixes and '
+                             'prompts need the queries of an attention)')
         if mha is None and ffn is None:
             raise ValueError('Res-Tuning with mha=None and ffn=None tunes nothing')
         if length < 1 or bottleneck < 1:
@@ -147,6 +174,8 @@ class ResTuning(PEFTMethod):
             block.module.add_module('restuning', tuners.to(block.norm1.weight.device))
             if self.mha == 'prefix':
                 spec.on_attention_heads(block, tuners.mha)
+            elif self.mha == 'prompt':
+                spec.on_attention_heads(block, lambda q, out, b=block, t=tuners.mha: t(q, out, b))
             elif self.mha == 'adapter':
                 self._beside(block.norm1, tuners.mha, lambda fn, b=block:
                              spec.on_attention_residual(b, fn))

@@ -58,12 +58,16 @@ class LinearSite:
         hooked (bool): route deltas through a forward hook on ``owner`` (an ``nn.Linear`` called
             as a module). False where the spec's own forward calls :meth:`apply` because the
             backbone uses the weight functionally.
+        bias_fn (callable, optional): returns the full bias the forward adds when it is not a
+            tensor of ``owner`` (assembled from parts): read by :meth:`frozen`.
     """
 
     def __init__(self, owner: nn.Module, weight_name: str = 'weight',
                  bias_name: Optional[str] = 'bias', rows: Optional[slice] = None,
-                 parent: Optional['LinearSite'] = None, hooked: bool = True):
+                 parent: Optional['LinearSite'] = None, hooked: bool = True,
+                 bias_fn: Optional[Callable[[], Tensor]] = None):
         self.owner = owner
+        self.bias_fn = bias_fn
         self.hooked = hooked
         self.weight_name = weight_name
         self.bias_name = bias_name
@@ -92,6 +96,14 @@ class LinearSite:
         """The bias entries of this site (a view), or None when the linear has no bias."""
         bias = getattr(self.owner, self.bias_name, None) if self.bias_name else None
         return None if bias is None else bias[self.rows]
+
+    def frozen(self, x: Tensor) -> Tensor:
+        """The frozen map of this site's rows as the forward computes it, ``x W^T + b``
+        ``(..., in) -> (..., out)``, without deltas (for tokens a method adds, such as
+        prompts)."""
+        root = self.root()
+        bias = root.bias_fn() if root.bias_fn is not None else root.bias
+        return F.linear(x, self.weight, None if bias is None else bias[self.rows])
 
     @property
     def active(self) -> bool:
@@ -196,7 +208,7 @@ class LinearSite:
         start = self.rows.start + rows.start
         return LinearSite(self.owner, self.weight_name, self.bias_name,
                           slice(start, start + rows.stop - rows.start), parent=self,
-                          hooked=self.hooked)
+                          hooked=self.hooked, bias_fn=self.bias_fn)
 
 
 @dataclass

@@ -11,6 +11,13 @@ from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_heads_t
                    add_kv_transform, apply_heads_transforms, apply_kv_transforms, qkv_sites)
 
 
+def _qkv_bias(attn):
+    """The bias mmaction adds to ``qkv``: ``[q_bias, 0, v_bias]``, or the linear's own."""
+    if hasattr(attn, 'q_bias'):
+        return torch.cat((attn.q_bias, torch.zeros_like(attn.v_bias), attn.v_bias))
+    return attn.qkv.bias
+
+
 def _attention_forward(self, x):
     """mmaction ``Attention.forward`` with the qkv output routed through its site.
 
@@ -18,11 +25,7 @@ def _attention_forward(self, x):
     a bias assembled from ``q_bias``, zeros and ``v_bias``, so a hook on ``self.qkv`` never fires.
     """
     B, N, C = x.shape
-    if hasattr(self, 'q_bias'):
-        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-    else:
-        bias = self.qkv.bias
-    qkv = F.linear(x, self.qkv.weight, bias)
+    qkv = F.linear(x, self.qkv.weight, _qkv_bias(self))
     qkv = self._vpetl_qkv_site.apply(x, qkv)
     qkv = qkv.reshape(B, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
@@ -58,7 +61,8 @@ class MMActionViTSpec(BackboneSpec):
         for i, block in enumerate(self.backbone.blocks):
             attn = block.attn
             dims = attn.embed_dims
-            qkv = LinearSite(attn.qkv, bias_name=None, hooked=False)
+            qkv = LinearSite(attn.qkv, bias_name=None, hooked=False,
+                             bias_fn=lambda a=attn: _qkv_bias(a))
             attn._vpetl_qkv_site = qkv
             attn.forward = types.MethodType(_attention_forward, attn)
             sites = qkv_sites(qkv, dims)
