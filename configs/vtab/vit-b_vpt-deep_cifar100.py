@@ -1,5 +1,5 @@
-# VTAB-1K cifar100, VPT-deep (10 prompts per block), ViT-B/16 (ImageNet-21k).
-# lr / weight decay: V-PETL Bench scripts/run_vit_adapter.sh (shared table; the per-task VPT-deep lengths and lr of the VPT paper are not reproduced here)
+# VTAB-1K cifar100, VPT-deep (per-task prompt length), ViT-B/16 (ImageNet-21k).
+# lr / weight decay: V-PETL Bench scripts/run_vit_adapter.sh (shared table); prompt length: visinf/adapter_plus conf/experiment/vtab/vpt.yaml (the VPT paper's lengths)
 _base_ = [
     '../_base_/models/vit-b16_in21k.py', '../_base_/peft/vpt-deep.py',
     '../_base_/datasets/vtab.py', '../_base_/schedules/vtab_100e.py',
@@ -10,7 +10,7 @@ data_root = 'data/vtab-1k/cifar'
 num_classes = 100
 model = dict(
     backbone=dict(backbone=dict(_base_.peft_backbone),
-                  method=dict(_base_.peft_method)),
+                  method=dict(_base_.peft_method, length=10)),
     head=dict(num_classes=num_classes,
               loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')))
 data_preprocessor = dict(num_classes=num_classes)

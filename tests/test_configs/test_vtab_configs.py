@@ -224,3 +224,11 @@ def test_noah_subnets(dataset, count):
                             for row in GEN.NOAH[dataset])
     assert trainable == sum(768 * p + 3072 * r + 1537 * d + 768
                             for p, r, d in zip(prompts, ranks, dims))
+
+
+@pytest.mark.parametrize('dataset,length', [('cifar100', 10), ('oxford_flowers102', 1),
+                                            ('svhn', 50), ('smallnorb_ele', 200)])
+def test_vpt_deep_prompt_length_per_task(dataset, length):
+    cfg = load('vpt-deep', dataset)
+    assert cfg.model.backbone.method.length == length
+    assert cfg.model.backbone.method.dropout == 0.1

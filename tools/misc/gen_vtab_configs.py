@@ -210,6 +210,14 @@ ADAPTER_PLUS_DIM = {
     'dsprites_loc': 8, 'dsprites_ori': 4, 'smallnorb_azi': 8, 'smallnorb_ele': 8,
 }
 
+# visinf/adapter_plus conf/experiment/vtab/vpt.yaml: VPT-deep prompt tokens per block per task
+VPT_DEEP_LENGTH = {
+    'cifar100': 10, 'caltech101': 10, 'dtd': 10, 'oxford_flowers102': 1, 'oxford_iiit_pet': 1,
+    'svhn': 50, 'sun397': 5, 'patch_camelyon': 100, 'eurosat': 100, 'resisc45': 10,
+    'diabetic_retinopathy': 1, 'clevr_count': 100, 'clevr_dist': 200, 'dmlab': 100, 'kitti': 100,
+    'dsprites_loc': 100, 'dsprites_ori': 100, 'smallnorb_azi': 200, 'smallnorb_ele': 200,
+}
+
 # data_preprocessor arguments for the methods whose authors normalise with ImageNet mean / std
 IMAGENET_NORM = (',\n                         mean=[123.675, 116.28, 103.53], '
                  'std=[58.395, 57.12, 57.375]')
@@ -249,11 +257,12 @@ METHODS = {
     # V-PETL Bench scripts/run_vit_vptshallow.sh: the fclayer (LINEAR) values, 100 prompts
     'vpt-shallow': ('vpt-shallow', 'vtab_100e', 'VPT-shallow (100 prompts)', LINEAR,
                     'scripts/run_vit_vptshallow.sh'),
-    # VPT-deep has no script in V-PETL; the VPT paper tunes lr and the prompt length per task
-    # (not in our reference tables): V-PETL's shared table and 10 prompts are a starting point
-    'vpt-deep': ('vpt-deep', 'vtab_100e', 'VPT-deep (10 prompts per block)', ADAPTER,
-                 'scripts/run_vit_adapter.sh (shared table; the per-task VPT-deep lengths and lr '
-                 'of the VPT paper are not reproduced here)'),
+    # VPT-deep has no script in V-PETL: the per-task prompt lengths of the VPT paper as Adapter+
+    # re-runs VPT-deep (VPT_DEEP_LENGTH); its per-task lr is not in our references, so V-PETL's
+    # shared table
+    'vpt-deep': ('vpt-deep', 'vtab_100e', 'VPT-deep (per-task prompt length)', ADAPTER,
+                 'scripts/run_vit_adapter.sh (shared table); prompt length: visinf/adapter_plus '
+                 'conf/experiment/vtab/vpt.yaml (the VPT paper\'s lengths)'),
     # no VTAB-1K values are published for these (dense / video methods): V-PETL's shared table
     'mona': ('mona', 'vtab_100e', 'Mona (two multi-cognitive adapters per block)', ADAPTER,
              'scripts/run_vit_adapter.sh (shared table; Mona publishes dense settings only)'),
@@ -370,6 +379,9 @@ def render(method, dataset):
         if method == 'repadapter':
             src = f'lr / weight decay / scale: {source}'
             method_args = f', scale={REPADAPTER_SCALE[dataset]}'
+        if method == 'vpt-deep':
+            src = f'lr / weight decay: V-PETL Bench {source}'
+            method_args = f', length={VPT_DEEP_LENGTH[dataset]}'
     else:
         dtl, dtl_plus = DTL[dataset]
         lr, dp = dtl if method == 'dtl' else dtl_plus[:2]
