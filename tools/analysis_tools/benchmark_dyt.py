@@ -1,7 +1,7 @@
 """DyT at inference against the plain backbone: FLOPs and throughput (a benchmark, not a test).
 
     python tools/analysis_tools/benchmark_dyt.py [--batch-size 32] [--iters 5] [--arch b]
-        [--target-rate 0.5] [--device cuda|cpu]
+        [--target-rate 0.5] [--experts 1] [--device cuda|cpu]
 
 Builds a ViT (mmpretrain ``VisionTransformer``, random weights) plain and with ``DyT`` whose
 dispatchers are set so that the requested share of patch tokens is kept (a trained DyT model
@@ -10,7 +10,8 @@ mode under ``no_grad``; DyT really skips the MLP for the dropped tokens (gather 
 
 FLOPs are multiply-accumulates counted per image from the shapes the forward actually used: per
 block ``qkv`` + ``proj`` (``4 N C^2``), attention (``2 N^2 C``), the MLP on the tokens that
-reached ``fc1`` (``2 k C F``), DyT's dispatcher and adapter, plus the patch embedding. The
+reached ``fc1`` (``2 k C F``), DyT's dispatcher and adapter (with ``--experts``: the router and
+the per-image merge of the experts too), plus the patch embedding. The
 measured activation rate and the kept-token counts come from the same run as the timing.
 """
 import argparse
@@ -78,8 +79,14 @@ def flops(model, x, dyt):
     for k in counts:
         total += 4 * n * c * c + 2 * n * n * c + 2 * (k / b) * c * hidden
         if dyt:
-            bottleneck = model.layers[0].dyt.down.out_features
-            total += (n - 1) * c + 2 * n * c * bottleneck
+            modules = model.layers[0].dyt
+            total += (n - 1) * c  # dispatcher
+            if hasattr(modules, 'moe'):  # router on the token mean, per-image expert merge
+                experts, bottleneck, _ = modules.moe.down_weight.shape
+                total += n * c + c * experts + 2 * experts * bottleneck * c
+            else:
+                bottleneck = modules.down.out_features
+            total += 2 * n * c * bottleneck
     return total, sum(counts) / (b * len(counts))
 
 
@@ -104,6 +111,8 @@ def main(argv=None):
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--target-rate', type=float, default=0.5)
     parser.add_argument('--bottleneck', type=int, default=64)
+    parser.add_argument('--experts', type=int, default=1,
+                        help="adapter experts (> 1: the paper's MoE adapter)")
     parser.add_argument('--device', default=None, help='cuda or cpu (default: cuda if present)')
     args = parser.parse_args(argv)
     logging.getLogger('mmengine').setLevel(logging.WARNING)
@@ -113,7 +122,8 @@ def main(argv=None):
     x = x.to(device)
     plain = build(args.arch, args.img_size, None, device)
     dyt = build(args.arch, args.img_size, dict(type='DyT', bottleneck=args.bottleneck,
-                                                 target_rate=args.target_rate), device)
+                                                 target_rate=args.target_rate,
+                                                 experts=args.experts), device)
     set_rate(dyt, args.target_rate, generator)
     method = dyt.peft.methods['dyt']
     plain_flops, _ = flops(plain, x, False)
@@ -124,7 +134,8 @@ def main(argv=None):
     dyt_speed = throughput(dyt, x, args.iters, device)
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
     print(f'ViT-{args.arch.upper()}/16 {args.img_size}px, batch {args.batch_size}, {name}, '
-          f'eval, no_grad; DyT bottleneck {args.bottleneck}, target rate {args.target_rate}')
+          f'eval, no_grad; DyT bottleneck {args.bottleneck}, {args.experts} expert(s), target '
+          f'rate {args.target_rate}')
     print(f'measured activation rate (patch tokens through the MLPs): {rate:.3f} '
           f'({mlp_rows:.1f} MLP rows per image per block, cls included)')
     print(f'{"model":<8}{"GFLOPs (MAC)":>14}{"x plain":>9}{"img/s":>10}{"x plain":>9}')
