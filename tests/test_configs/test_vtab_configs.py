@@ -232,3 +232,54 @@ def test_vpt_deep_prompt_length_per_task(dataset, length):
     cfg = load('vpt-deep', dataset)
     assert cfg.model.backbone.method.length == length
     assert cfg.model.backbone.method.dropout == 0.1
+
+
+SWIN_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'swin-b_*.py')))
+
+
+def test_swin_configs_exist():
+    assert len(SWIN_CONFIGS) == 2 * 19
+
+
+@pytest.mark.parametrize('path', SWIN_CONFIGS, ids=[osp.basename(p)[:-3] for p in SWIN_CONFIGS])
+def test_swin_dtl_config(path):
+    """DTL / DTL+ on Swin-B with the authors' Swin-B VTAB scripts: r 4, side maps before blocks
+    4-23, add-back after 14-23, their per-dataset lr and drop path."""
+    cfg = Config.fromfile(path)
+    _, method, dataset = osp.basename(path)[:-3].split('_', 2)
+    (lr, dp), (plus_lr, plus_dp, kernel) = GEN.DTL_SWIN[dataset]
+    if method == 'dtl+':
+        lr, dp = plus_lr, plus_dp
+    backbone = cfg.model.backbone
+    assert backbone.backbone.type == 'SwinTransformer' and backbone.backbone.arch == 'base'
+    assert backbone.backbone.drop_path_rate == dp and cfg.optim_wrapper.optimizer.lr == lr
+    assert backbone.method.type == {'dtl': 'DTL', 'dtl+': 'DTL+'}[method]
+    assert backbone.method.rank == 4
+    assert tuple(backbone.method.side_blocks) == tuple(range(4, 24))
+    assert tuple(backbone.method.add_blocks) == tuple(range(14, 24))
+    assert backbone.method.kernel_size == (kernel if method == 'dtl+' else 0)
+    assert cfg.model.head.in_channels == 1024
+    assert cfg.model.head.num_classes == VTAB_DATASETS[dataset][1]
+    assert cfg.train_dataloader.batch_size == 32
+
+
+@pytest.mark.parametrize('method,count', [('dtl', 90112), ('dtl+', 90112 + 25 * (512 + 1024))])
+def test_swin_dtl_counts(method, count):
+    """Swin-B: 18 side maps of 2 x 512 x 4 and 2 of 2 x 1024 x 4 = 90,112; DTL+ adds the 5 x 5
+    depthwise convolutions of the two stages with add-back blocks."""
+    import torch
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
+    cfg = load_swin(method, 'cifar100')
+    backbone = dict(cfg.model.backbone.to_dict(), pretrained=None)
+    from unittest import mock
+    linspace = torch.linspace  # Swin reads its drop-path schedule with .item()
+    with torch.device('meta'), mock.patch(
+            'torch.linspace', lambda *a, **k: linspace(*a, **dict(k, device='cpu'))):
+        built = MODELS.build(backbone)
+    assert sum(p.numel() for p in built.parameters() if p.requires_grad) == count
+
+
+def load_swin(method, dataset):
+    return Config.fromfile(osp.join(ROOT, 'configs', 'vtab', f'swin-b_{method}_{dataset}.py'))

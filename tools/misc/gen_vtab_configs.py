@@ -61,6 +61,22 @@ DTL = {
     'smallnorb_azi': ((3e-3, 0.2), (3e-3, 0.2, 5)), 'smallnorb_ele': ((1e-3, 0.2), (1e-3, 0.1, 5)),
 }
 
+# Swin-B: {dataset: ((DTL lr, drop path), (DTL+ lr, drop path, kernel))}, heekhero/DTL
+# train_scripts/swin/vtab/<dataset>/train_dtl(+).sh (r 4, side maps before blocks 4-23, add-back
+# after blocks 14-23)
+DTL_SWIN = {
+    'cifar100': ((1e-3, 0.1), (3e-3, 0.0, 5)), 'caltech101': ((1e-3, 0.4), (5e-4, 0.4, 5)),
+    'dtd': ((1e-4, 0.4), (8e-4, 0.1, 5)), 'oxford_flowers102': ((1e-3, 0.1), (5e-3, 0.1, 5)),
+    'oxford_iiit_pet': ((3e-4, 0.1), (1e-4, 0.3, 5)), 'svhn': ((3e-3, 0.4), (5e-3, 0.5, 5)),
+    'sun397': ((8e-4, 0.2), (3e-3, 0.1, 5)), 'patch_camelyon': ((3e-3, 0.0), (5e-3, 0.0, 5)),
+    'eurosat': ((8e-4, 0.4), (1e-3, 0.3, 5)), 'resisc45': ((5e-3, 0.5), (3e-3, 0.5, 5)),
+    'diabetic_retinopathy': ((1e-4, 0.5), (3e-4, 0.5, 5)),
+    'clevr_count': ((5e-4, 0.4), (5e-4, 0.5, 5)), 'clevr_dist': ((3e-4, 0.5), (5e-4, 0.5, 5)),
+    'dmlab': ((3e-3, 0.3), (3e-3, 0.4, 5)), 'kitti': ((1e-3, 0.5), (5e-3, 0.5, 5)),
+    'dsprites_loc': ((8e-3, 0.4), (1e-2, 0.5, 5)), 'dsprites_ori': ((5e-4, 0.3), (8e-4, 0.5, 5)),
+    'smallnorb_azi': ((3e-3, 0.5), (3e-3, 0.5, 5)), 'smallnorb_ele': ((8e-4, 0.5), (1e-3, 0.5, 5)),
+}
+
 # (lr, weight decay, drop path): SSF train_scripts/vit/vtab/main_script/main_ssf.sh (as kept in
 # V-PETL Bench's history, @5cacd8f^)
 SSF = {
@@ -446,6 +462,45 @@ def loss(smoothing, method):
     return "dict(type='CrossEntropyLoss', loss_weight=1.0)"
 
 
+def render_swin(method, dataset):
+    """DTL / DTL+ on Swin-B with the authors' Swin-B VTAB-1K scripts."""
+    folder, classes = VTAB_DATASETS[dataset]
+    (lr, dp), (plus_lr, plus_dp, kernel) = DTL_SWIN[dataset]
+    if method == 'dtl+':
+        lr, dp = plus_lr, plus_dp
+    name = 'DTL+ (r=4, depthwise fusion conv 5)' if method == 'dtl+' else 'DTL (r=4)'
+    kernel = kernel if method == 'dtl+' else 0
+    return f'''# VTAB-1K {dataset}, {name}, Swin-B (ImageNet-22k).
+# lr, drop path: heekhero/DTL train_scripts/swin/vtab/<dataset>/train_{method}.sh (side maps
+# before blocks 4-23, add-back after blocks 14-23; DTL's shared VTAB transform, mean / std 0.5)
+_base_ = [
+    '../_base_/models/swin-b_in22k.py', '../_base_/peft/{method}.py',
+    '../_base_/datasets/vtab.py', '../_base_/schedules/dtl_vtab_110e.py',
+    '../_base_/default_runtime.py'
+]
+vtab_name = '{dataset}'
+data_root = 'data/vtab-1k/{folder}'
+num_classes = {classes}
+model = dict(
+    backbone=dict(backbone=dict(drop_path_rate={dp}),
+                  method=dict(_base_.peft_method, rank=4, side_blocks=tuple(range(4, 24)),
+                              add_blocks=tuple(range(14, 24)), kernel_size={kernel})),
+    head=dict(num_classes=num_classes,
+              loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+data_preprocessor = dict(num_classes=num_classes)
+train_dataloader = dict(
+    batch_size=32,
+    dataset=dict(data_root=data_root, num_classes=num_classes,
+                 pipeline=_base_.train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+optim_wrapper = dict(optimizer=dict(lr={lr}))
+'''
+
+
+SWIN_METHODS = ('dtl', 'dtl+')
+
+
 def main():
     import os
     os.makedirs(OUT, exist_ok=True)
@@ -453,7 +508,12 @@ def main():
         for dataset in DATASETS:
             with open(osp.join(OUT, f'vit-b_{method}_{dataset}.py'), 'w') as f:
                 f.write(render(method, dataset))
-    print(f'wrote {len(METHODS) * len(DATASETS)} configs to {OUT}')
+    for method in SWIN_METHODS:
+        for dataset in DATASETS:
+            with open(osp.join(OUT, f'swin-b_{method}_{dataset}.py'), 'w') as f:
+                f.write(render_swin(method, dataset))
+    total = (len(METHODS) + len(SWIN_METHODS)) * len(DATASETS)
+    print(f'wrote {total} configs to {OUT}')
 
 
 if __name__ == '__main__':

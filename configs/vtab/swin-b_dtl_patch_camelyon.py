@@ -1,0 +1,25 @@
+# VTAB-1K patch_camelyon, DTL (r=4), Swin-B (ImageNet-22k).
+# lr, drop path: heekhero/DTL train_scripts/swin/vtab/<dataset>/train_dtl.sh (side maps
+# before blocks 4-23, add-back after blocks 14-23; DTL's shared VTAB transform, mean / std 0.5)
+_base_ = [
+    '../_base_/models/swin-b_in22k.py', '../_base_/peft/dtl.py',
+    '../_base_/datasets/vtab.py', '../_base_/schedules/dtl_vtab_110e.py',
+    '../_base_/default_runtime.py'
+]
+vtab_name = 'patch_camelyon'
+data_root = 'data/vtab-1k/patch_camelyon'
+num_classes = 2
+model = dict(
+    backbone=dict(backbone=dict(drop_path_rate=0.0),
+                  method=dict(_base_.peft_method, rank=4, side_blocks=tuple(range(4, 24)),
+                              add_blocks=tuple(range(14, 24)), kernel_size=0)),
+    head=dict(num_classes=num_classes,
+              loss=dict(type='CrossEntropyLoss', loss_weight=1.0)))
+data_preprocessor = dict(num_classes=num_classes)
+train_dataloader = dict(
+    batch_size=32,
+    dataset=dict(data_root=data_root, num_classes=num_classes,
+                 pipeline=_base_.train_pipeline))
+val_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+test_dataloader = dict(dataset=dict(data_root=data_root, num_classes=num_classes))
+optim_wrapper = dict(optimizer=dict(lr=0.003))

@@ -1,0 +1,85 @@
+"""Convert an official Swin Transformer (v1) checkpoint to the OpenMMLab ``SwinTransformer``
+layout (mmpretrain, mmseg and mmdet share it).
+
+    python tools/model_converters/swin2mmpretrain.py SRC DST
+
+SRC is a torch file from the Swin release (e.g. ``swin_base_patch4_window7_224_22k.pth``), its
+state dict flat or under ``model`` / ``state_dict``, read with ``weights_only=True``. DST receives
+``{'state_dict': ..., 'meta': {'source': ..., 'converter': ...}}``, written through a temporary
+file and a rename. The classifier head and the ``attn_mask`` buffers are left out; the final
+norm becomes ``norm{last stage}``, so the result loads with ``strict=True`` into
+``SwinTransformer(arch=..., window_size=7, out_indices=(3,))`` (four stages), e.g. through
+``PEFTBackbone(pretrained=DST)`` (``configs/_base_/models/swin-b_in22k.py``). See
+``vpetl_mm/models/converters/swin.py`` for the mapping.
+
+Only torch is needed: the converter module is loaded from its file.
+"""
+import argparse
+import importlib.util
+import os.path as osp
+import pickle
+
+import torch
+
+try:  # imported as tools.model_converters.swin2mmpretrain
+    from .vit2mmpretrain import save_atomic
+except ImportError:  # run as a script
+    from vit2mmpretrain import save_atomic
+
+_CONVERTER_FILE = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'vpetl_mm', 'models',
+                           'converters', 'swin.py')
+
+
+def _load_converter():
+    spec = importlib.util.spec_from_file_location('_vpetl_mm_swin_converter',
+                                                  osp.normpath(_CONVERTER_FILE))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+swin = _load_converter()
+
+
+def load_and_convert(path):
+    """Read SRC and return ``(converted state dict, dropped key names)``."""
+    state = torch.load(path, map_location='cpu', weights_only=True)
+    for wrapper in ('model', 'state_dict'):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict):
+        raise ValueError(f'{path}: expected a state dict (or one under "model"/"state_dict"), '
+                         f'got {type(state).__name__}')
+    if not swin.is_ms_swin(state):
+        raise ValueError(f'{path}: no layers.0.blocks.0.attn.qkv key: not an official Swin '
+                         'checkpoint (OpenMMLab-layout files need no conversion)')
+    converted, dropped = swin.split_ms_swin(state)
+    return converted, sorted(dropped)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert an official Swin Transformer checkpoint to OpenMMLab '
+                    'SwinTransformer keys (head dropped).')
+    parser.add_argument('src', help='official Swin checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint (.pth)')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.src):
+        parser.error(f'no such file: {args.src}')
+    try:
+        converted, dropped = load_and_convert(args.src)
+    except (KeyError, ValueError, pickle.UnpicklingError) as err:
+        parser.exit(1, f'swin2mmpretrain: error: {err.args[0] if err.args else err}\n')
+    save_atomic({'state_dict': converted,
+                 'meta': {'source': osp.basename(args.src), 'converter': 'swin2mmpretrain'}},
+                args.dst)
+    stages = 1 + max(int(k.split('.')[1]) for k in converted if k.startswith('stages.'))
+    width = converted['patch_embed.projection.weight'].shape[0]
+    heads = [k for k in dropped if k.startswith('head')]
+    print(f'{args.src}: {len(converted)} tensors, {stages} stages, embed dims {width}; left out '
+          f'{len(heads)} head and {len(dropped) - len(heads)} attn_mask tensors -> {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
