@@ -1,6 +1,7 @@
 # VTAB-1K dsprites_ori, DTL+ (r=4, depthwise fusion conv 5), Swin-B (ImageNet-22k).
 # lr, drop path: heekhero/DTL train_scripts/swin/vtab/<dataset>/train_dtl+.sh (side maps
-# before blocks 4-23, add-back after blocks 14-23; DTL's shared VTAB transform, mean / std 0.5)
+# before blocks 4-23, add-back after blocks 14-23); data: DTL's shared VTAB transform (mean / std
+# 0.5), which we infer its Swin script uses too
 _base_ = [
     '../_base_/models/swin-b_in22k.py', '../_base_/peft/dtl+.py',
     '../_base_/datasets/vtab.py', '../_base_/schedules/dtl_vtab_110e.py',
