@@ -15,30 +15,19 @@ norm becomes ``norm{last stage}``, so the result loads with ``strict=True`` into
 Only torch is needed: the converter module is loaded from its file.
 """
 import argparse
-import importlib.util
 import os.path as osp
 import pickle
+import sys
 
 import torch
 
 try:  # imported as tools.model_converters.swin2mmpretrain
-    from .vit2mmpretrain import save_atomic
-except ImportError:  # run as a script
-    from vit2mmpretrain import save_atomic
+    from ._common import load_converter, save_atomic
+except ImportError:  # run as a script (also through runpy): its folder holds _common.py
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    from _common import load_converter, save_atomic
 
-_CONVERTER_FILE = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'vpetl_mm', 'models',
-                           'converters', 'swin.py')
-
-
-def _load_converter():
-    spec = importlib.util.spec_from_file_location('_vpetl_mm_swin_converter',
-                                                  osp.normpath(_CONVERTER_FILE))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-swin = _load_converter()
+swin = load_converter('swin')
 
 
 def load_and_convert(path):

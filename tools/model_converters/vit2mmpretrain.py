@@ -22,30 +22,20 @@ Only torch and numpy are needed: the converter module is loaded from its file, s
 mmpretrain nor the ``vpetl_mm`` package has to be importable.
 """
 import argparse
-import importlib.util
-import io
-import os
 import os.path as osp
 import pickle
-import tempfile
+import sys
 
 import numpy as np
 import torch
 
-_CONVERTER_FILE = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'vpetl_mm', 'models',
-                           'converters', 'vit.py')
+try:  # imported as tools.model_converters.vit2mmpretrain
+    from ._common import load_converter, save_atomic
+except ImportError:  # run as a script (also through runpy): its folder holds _common.py
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    from _common import load_converter, save_atomic
 
-
-def _load_converters():
-    """Import ``vpetl_mm/models/converters/vit.py`` by path, skipping the package ``__init__``s."""
-    spec = importlib.util.spec_from_file_location('_vpetl_mm_vit_converters',
-                                                  osp.normpath(_CONVERTER_FILE))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-vit = _load_converters()
+vit = load_converter('vit')
 
 
 def load_and_convert(path):
@@ -87,25 +77,6 @@ def _is_torchscript(path):
         return False
     with zipfile.ZipFile(path) as archive:
         return any(name.endswith('/constants.pkl') for name in archive.namelist())
-
-
-def save_atomic(obj, dst):
-    """``torch.save`` to a temporary file next to ``dst``, then rename it over ``dst``."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(dst) + '.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):

@@ -1,0 +1,46 @@
+"""Shared by the converter scripts: load a converter module by path and write atomically.
+
+The scripts run without the OpenMMLab toolboxes or the ``vpetl_mm`` package being importable, so
+the converter modules under ``vpetl_mm/models/converters/`` (torch and numpy only) are loaded
+from their files.
+"""
+import importlib.util
+import io
+import os
+import os.path as osp
+import tempfile
+
+import torch
+
+_CONVERTERS = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'vpetl_mm', 'models',
+                       'converters')
+
+
+def load_converter(name):
+    """Import ``vpetl_mm/models/converters/<name>.py`` by path, skipping the package
+    ``__init__``s."""
+    spec = importlib.util.spec_from_file_location(f'_vpetl_mm_{name}_converter',
+                                                  osp.normpath(osp.join(_CONVERTERS,
+                                                                        f'{name}.py')))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_atomic(obj, dst):
+    """``torch.save`` to a temporary file next to ``dst``, then rename it over ``dst``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    folder = osp.dirname(osp.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(dst) + '.', suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
