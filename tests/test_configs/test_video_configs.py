@@ -45,6 +45,14 @@ def test_video_config_builds(path):
     sample = cfg.train_pipeline[1]
     assert (sample.clip_len, sample.frame_interval) == (8, 4)
     assert 'Flip' not in [t['type'] for t in cfg.train_pipeline]
+    dataset = name.split('_')[-1]
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        data = cfg[loader].dataset
+        assert data.type == 'VideoDataset' and data.ann_file.startswith(f'data/{dataset}/')
+        assert data.data_prefix.video == f'data/{dataset}/videos'
+    assert 'train' in cfg.train_dataloader.dataset.ann_file
+    assert 'val' in cfg.test_dataloader.dataset.ann_file
+    assert cfg.test_dataloader.dataset.pipeline[1].num_clips == 4
     init_default_scope('mmaction')
     from mmengine.registry import MODELS
     backbone = dict(cfg.model.backbone.to_dict(), pretrained=None)

@@ -1,54 +1,10 @@
-# HMDB51 split 1 (mmaction's tools/data/hmdb51 -> data/hmdb51/videos and the split lists),
-# with V-PETL's video pipeline: one window of 8 frames at stride 4 at a random offset, its
-# multi-scale corner crop (scales 1, .875, .75, .66) resized to 224, no flip; test: 4 windows
-# x 1 centre crop (Resize 224 + CenterCrop 224), predictions averaged.
+# HMDB51 split 1 (mmaction's tools/data/hmdb51 -> data/hmdb51/videos and the split lists)
+# with V-PETL's video pipeline (vpetl_video-8x4x1.py).
+_base_ = ['./vpetl_video-8x4x1.py']
 num_classes = 51
-dataset_type = 'VideoDataset'
 data_root = 'data/hmdb51/videos'
 ann_file_train = 'data/hmdb51/hmdb51_train_split_1_videos.txt'
 ann_file_val = 'data/hmdb51/hmdb51_val_split_1_videos.txt'
-train_pipeline = [
-    dict(type='DecordInit'),
-    dict(type='SampleFrames', clip_len=8, frame_interval=4, num_clips=1),
-    dict(type='DecordDecode'),
-    dict(type='MultiScaleCrop', input_size=224, scales=(1, .875, .75, .66), random_crop=False,
-         max_wh_scale_gap=1, num_fixed_crops=13),
-    dict(type='Resize', scale=(224, 224), keep_ratio=False),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs'),
-]
-val_pipeline = [
-    dict(type='DecordInit'),
-    dict(type='SampleFrames', clip_len=8, frame_interval=4, num_clips=1, test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs'),
-]
-test_pipeline = [
-    dict(type='DecordInit'),
-    dict(type='SampleFrames', clip_len=8, frame_interval=4, num_clips=4, test_mode=True),
-    dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 224)),
-    dict(type='CenterCrop', crop_size=224),
-    dict(type='FormatShape', input_format='NCTHW'),
-    dict(type='PackActionInputs'),
-]
-train_dataloader = dict(
-    batch_size=8, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(type=dataset_type, ann_file=ann_file_train,
-                 data_prefix=dict(video=data_root), pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=8, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, ann_file=ann_file_val, data_prefix=dict(video=data_root),
-                 pipeline=val_pipeline, test_mode=True))
-test_dataloader = dict(
-    batch_size=1, num_workers=8, persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(type=dataset_type, ann_file=ann_file_val, data_prefix=dict(video=data_root),
-                 pipeline=test_pipeline, test_mode=True))
-val_evaluator = dict(type='AccMetric')
-test_evaluator = val_evaluator
+train_dataloader = dict(dataset=dict(ann_file=ann_file_train, data_prefix=dict(video=data_root)))
+val_dataloader = dict(dataset=dict(ann_file=ann_file_val, data_prefix=dict(video=data_root)))
+test_dataloader = dict(dataset=dict(ann_file=ann_file_val, data_prefix=dict(video=data_root)))
