@@ -1,5 +1,5 @@
-# BAPAT (AdaptFormer + PATT, composed) on Something-Something V2 with Video Swin-B (Kinetics-400, initialised
-# from ImageNet-22k) frozen inside vpetl_mm.PEFTBackbone: V-PETL's video benchmark recipe (8 x 4
+# BAPAT (AdaptFormer + PATT, composed) on Something-Something V2 with Video Swin-B (Kinetics-400,
+# initialised from ImageNet-22k) frozen inside vpetl_mm.PEFTBackbone: V-PETL's video benchmark recipe (8 x 4
 # frames, multi-scale crop, SGD lr 0.1 x batch / 256, 90 epochs, no weight decay, drop path
 # 0.4). Sizes: AdaptFormer 64 (scale 0.1, no LayerNorm), PATT 128 on k, v (scale 0.2):
 # 6,201,088 parameters (V-PETL reports 6.18M).
