@@ -149,13 +149,17 @@ def test_res_tuning_trains_round_trips_and_refuses_merge(backbone, tmp_path):
         model.backbone.peft.merge()
 
 
-def test_res_tuning_composes_with_lora(tmp_path):
+@pytest.mark.parametrize('other,tag', [(dict(type='LoRA', rank=2, targets=('q', 'v')), 'lora'),
+                                       (dict(type='PrefixTuning', length=2, mid=4), '.prefix.')])
+def test_res_tuning_composes(other, tag, tmp_path):
+    """With LoRA (its deltas on q / v) and with prefix tuning (which shares the attention
+    wrapper: keys / values and the per-head product on one attention)."""
     _, path = pretrained_file(tmp_path, TINY_VIT)
-    cfg = classifier_cfg(TINY_VIT, [dict(type='Res-Tuning', length=3, bottleneck=4),
-                                    dict(type='LoRA', rank=2, targets=('q', 'v'))], path)
+    cfg = classifier_cfg(TINY_VIT, [dict(type='Res-Tuning', length=3, bottleneck=4), other],
+                         path)
     model = MODELS.build(cfg)
     before, after = train_and_check_frozen(model, batch(), steps=2)
-    assert moved(before, after, '.restuning.') and moved(before, after, 'lora')
+    assert moved(before, after, '.restuning.') and moved(before, after, tag)
     assert_round_trip(model, MODELS.build(cfg), torch.randn(2, 3, 32, 32))
 
 
