@@ -142,6 +142,32 @@ def test_snf_formula(tmp_path):
         torch.testing.assert_close(model(x)[-1], plain.ln1(tokens)[:, 0], rtol=1e-5, atol=1e-5)
 
 
+def test_snf_recompute_same_gradients_less_memory():
+    """recompute=True: the same outputs and gradients as keeping the flow's steps, with one
+    saved (..., C) input per flow instead of one per planar step."""
+    from vpetl_mm.peft.snf import NormalizingFlow
+    results = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        flow = NormalizingFlow(16, 8, recompute=recompute)
+        x = torch.randn(3, 5, 16, requires_grad=True)
+        saved = []
+
+        def pack(t, saved=saved):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = flow(x)
+        (out ** 2).sum().backward()
+        results[recompute] = (out.detach(), x.grad, [p.grad for p in flow.parameters()],
+                              sum(saved))
+    (out0, gx0, gp0, kept0), (out1, gx1, gp1, kept1) = results[False], results[True]
+    assert torch.equal(out0, out1) and torch.allclose(gx0, gx1, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(gp0, gp1))
+    assert kept1 <= 3 * 5 * 16 + 2 * 16 and kept0 > 8 * 3 * 5 * 16
+
+
 @pytest.mark.parametrize('family', list(FAMILIES))
 def test_snf_toolbox_families(family, tmp_path):
     plain, build_model, batch_fn = setup(family, tmp_path)
