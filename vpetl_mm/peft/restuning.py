@@ -85,7 +85,7 @@ class ResPrompt(nn.Module):
         """``q``, ``out``: ``(B', heads, N, d)``; ``block``: its :class:`BlockInfo`."""
         _, heads, _, d = q.shape
         z = block.norm1(self.prompts.to(q.dtype))
-        qkv = block.sites['qkv'].apply(z, block.sites['qkv'].frozen(z))  # (L, 3C), deltas too
+        qkv = block.sites['qkv'].linear(z)  # (L, 3C), deltas included
         _, pk, pv = qkv.reshape(-1, 3, heads, d).permute(1, 2, 0, 3)  # (heads, L, d) each
         weights = (q @ pk.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)
         return out + weights @ pv

@@ -98,7 +98,7 @@ class VPTBase(PEFTMethod):
     def _window_kv(self, k: Tensor, v: Tensor, block, index: int):
         """``k``, ``v``: ``(windows * B, heads, N, d)`` -> the prompts' keys / values first."""
         prompts = self.dropout(self.window_prompts[index]).to(k.dtype)
-        qkv = block.sites['qkv'].owner(block.norm1(prompts))  # (L, 3C)
+        qkv = block.sites['qkv'].linear(block.norm1(prompts))  # (L, 3C)
         _, pk, pv = qkv.reshape(self.length, 3, k.shape[1], k.shape[3]).permute(1, 2, 0, 3)
         b = k.shape[0]
         return (torch.cat([pk.expand(b, -1, -1, -1), k], dim=2),
@@ -142,13 +142,13 @@ class VPTBase(PEFTMethod):
         b, length, c = prompts.shape
         heads, d = k.shape[1], k.shape[3]
         windows = k.shape[0] // b
-        qkv = block.sites['qkv'].owner(block.norm1(prompts))  # (B, L, 3C)
+        qkv = block.sites['qkv'].linear(block.norm1(prompts))  # (B, L, 3C)
         pq, pk, pv = (t.repeat_interleave(windows, dim=0) for t in qkv.reshape(
             b, length, 3, heads, d).permute(2, 0, 3, 1, 4))  # (windows * B, heads, L, d)
         k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         weights = (pq @ k.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)
         out = (weights @ v).reshape(b, windows, heads, length, d).mean(dim=1)
-        self._prompt_attn = block.sites['proj'].owner(out.transpose(1, 2).reshape(b, length, c))
+        self._prompt_attn = block.sites['proj'].linear(out.transpose(1, 2).reshape(b, length, c))
         return k, v
 
     def _leave_windows(self, tokens: Tensor, block) -> Tensor:

@@ -105,6 +105,14 @@ class LinearSite:
         bias = root.bias_fn() if root.bias_fn is not None else root.bias
         return F.linear(x, self.weight, None if bias is None else bias[self.rows])
 
+    def linear(self, x: Tensor) -> Tensor:
+        """The whole linear as the backbone's forward computes it, ``(..., in) -> (..., out)``:
+        the frozen map plus every registered delta and output transform (for tokens a method
+        adds, such as prompts, which must see the same map as the backbone's tokens)."""
+        if self.parent is not None:
+            raise ValueError('LinearSite.linear computes a whole linear, not a row slice')
+        return self.apply(x, self.frozen(x))
+
     @property
     def active(self) -> bool:
         """Whether any delta or output transform is registered on this linear."""
