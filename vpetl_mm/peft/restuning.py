@@ -44,6 +44,13 @@ class ResAdapter(nn.Module):
         return x + self.branch(x)
 
 
+def attend_alone(q: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """``softmax(q K^T / sqrt(d)) V`` over the given key / value tokens only: ``q``
+    ``(B', heads, N, d)``, ``keys`` / ``values`` ``(heads, L, d)`` -> ``(B', heads, N, d)``."""
+    weights = (q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])).softmax(dim=-1)
+    return weights @ values
+
+
 class ResPrefix(nn.Module):
     """The unbound prefix beside an attention: per head, ``softmax(q P_k^T / sqrt(d)) P_v``
     over ``L`` learned key / value tokens only, added to the attention product so it passes the
@@ -66,8 +73,7 @@ class ResPrefix(nn.Module):
                              f'attention of {heads} heads x {d}')
         pk, pv = (p.to(q.dtype).reshape(-1, heads, d).transpose(0, 1)
                   for p in (self.keys, self.values))  # (heads, L, d)
-        weights = (q @ pk.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)  # (B', heads, N, L)
-        return out + weights @ pv
+        return out + attend_alone(q, pk, pv)
 
 
 class ResPrompt(nn.Module):
@@ -87,8 +93,7 @@ class ResPrompt(nn.Module):
         z = block.norm1(self.prompts.to(q.dtype))
         qkv = block.sites['qkv'].linear(z)  # (L, 3C), deltas included
         _, pk, pv = qkv.reshape(-1, 3, heads, d).permute(1, 2, 0, 3)  # (heads, L, d) each
-        weights = (q @ pk.transpose(-2, -1) / math.sqrt(d)).softmax(dim=-1)
-        return out + weights @ pv
+        return out + attend_alone(q, pk, pv)
 
 
 class ResTuners(nn.Module):
