@@ -3,7 +3,6 @@ recognizers they describe, and the video checkpoints they name load into their b
 import copy
 import glob
 import os.path as osp
-from unittest import mock
 
 import pytest
 
@@ -13,6 +12,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
+from tests.test_models.checks import build_on_meta  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'video', '*.py')))
@@ -55,11 +55,7 @@ def test_video_config_builds(path):
     assert cfg.test_dataloader.dataset.pipeline[1].num_clips == 4
     init_default_scope('mmaction')
     from mmengine.registry import MODELS
-    backbone = dict(cfg.model.backbone.to_dict(), pretrained=None)
-    linspace = torch.linspace  # the backbones read their drop-path schedules with .item()
-    with torch.device('meta'), mock.patch(
-            'torch.linspace', lambda *a, **k: linspace(*a, **dict(k, device='cpu'))):
-        model = MODELS.build(backbone)
+    model = build_on_meta(MODELS, dict(cfg.model.backbone.to_dict(), pretrained=None))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == params
 

@@ -1,5 +1,7 @@
 """Checks shared by the method tests: training moves only trainable weights, and the
-trainable-only state dict restores a freshly built model exactly."""
+trainable-only state dict restores a freshly built model exactly; shape-only builds."""
+from unittest import mock
+
 import torch
 from mmengine.optim import OptimWrapper
 
@@ -33,3 +35,13 @@ def assert_round_trip(model, fresh, x):
     fresh.eval()
     with torch.no_grad():
         assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
+
+
+def build_on_meta(registry, cfg):
+    """Build ``cfg`` on the meta device (shapes only: parameter counts of full-size models).
+    Swin backbones read their drop-path schedules with ``torch.linspace(...).item()``, so
+    ``linspace`` stays on the CPU."""
+    linspace = torch.linspace
+    with torch.device('meta'), mock.patch(
+            'torch.linspace', lambda *a, **k: linspace(*a, **dict(k, device='cpu'))):
+        return registry.build(cfg)
