@@ -1,4 +1,5 @@
-"""Shared by the converter scripts: load a converter module by path and write atomically.
+"""Shared by the converter scripts: load a converter module by path, find the state dict in a
+checkpoint, write atomically.
 
 The scripts run without the OpenMMLab toolboxes or the ``vpetl_mm`` package being importable, so
 the converter modules under ``vpetl_mm/models/converters/`` (torch and numpy only) are loaded
@@ -25,6 +26,18 @@ def load_converter(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def unwrap_state_dict(state, path):
+    """The state dict of a loaded checkpoint: ``state`` itself or the one under ``model`` /
+    ``state_dict``; a ``ValueError`` naming ``path`` for anything else."""
+    for wrapper in ('model', 'state_dict'):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            return state[wrapper]
+    if not isinstance(state, dict):
+        raise ValueError(f'{path}: expected a state dict (or one under "model"/"state_dict"), '
+                         f'got {type(state).__name__}')
+    return state
 
 
 def save_atomic(obj, dst):

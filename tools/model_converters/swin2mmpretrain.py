@@ -22,10 +22,10 @@ import sys
 import torch
 
 try:  # imported as tools.model_converters.swin2mmpretrain
-    from ._common import load_converter, save_atomic
+    from ._common import load_converter, save_atomic, unwrap_state_dict
 except ImportError:  # run as a script (also through runpy): its folder holds _common.py
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    from _common import load_converter, save_atomic
+    from _common import load_converter, save_atomic, unwrap_state_dict
 
 swin = load_converter('swin')
 
@@ -33,13 +33,7 @@ swin = load_converter('swin')
 def load_and_convert(path):
     """Read SRC and return ``(converted state dict, dropped key names)``."""
     state = torch.load(path, map_location='cpu', weights_only=True)
-    for wrapper in ('model', 'state_dict'):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f'{path}: expected a state dict (or one under "model"/"state_dict"), '
-                         f'got {type(state).__name__}')
+    state = unwrap_state_dict(state, path)
     if not swin.is_ms_swin(state):
         raise ValueError(f'{path}: no layers.0.blocks.0.attn.qkv key: not an official Swin '
                          'checkpoint (OpenMMLab-layout files need no conversion)')

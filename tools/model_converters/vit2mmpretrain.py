@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 try:  # imported as tools.model_converters.vit2mmpretrain
-    from ._common import load_converter, save_atomic
+    from ._common import load_converter, save_atomic, unwrap_state_dict
 except ImportError:  # run as a script (also through runpy): its folder holds _common.py
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    from _common import load_converter, save_atomic
+    from _common import load_converter, save_atomic, unwrap_state_dict
 
 vit = load_converter('vit')
 
@@ -52,13 +52,7 @@ def load_and_convert(path):
         state = torch.jit.load(path, map_location='cpu').state_dict()
     else:
         state = torch.load(path, map_location='cpu', weights_only=True)
-    for wrapper in ('model', 'state_dict'):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f'{path}: expected a state dict (or one under "model"/"state_dict"), '
-                         f'got {type(state).__name__}')
+    state = unwrap_state_dict(state, path)
     if vit.is_openai_clip(state):
         converted, dropped = vit.split_openai_clip(state)
         text = [k for k in dropped if k not in ('proj', 'visual.proj')]
