@@ -59,10 +59,6 @@ class VPTBase(PEFTMethod):
         dims = {b.dims for b in spec.blocks}
         if len(dims) != 1:
             raise TypeError(f'{type(self).__name__} needs one token width, got {sorted(dims)}')
-        patch = spec.patch_projection()
-        fan_in = patch.in_channels * math.prod(patch.kernel_size)
-        bound = math.sqrt(6.0 / (fan_in + dims.pop()))
-        width = spec.blocks[0].dims
         if isinstance(self.length, int):
             self._lengths = [self.length] * (len(spec.blocks) if self.deep else 1)
         elif len(self.length) != len(spec.blocks):
@@ -71,13 +67,20 @@ class VPTBase(PEFTMethod):
         else:
             self._lengths = list(self.length)
         self._offsets = [sum(self._lengths[:i]) for i in range(len(self._lengths))]
-        self.prompts = nn.Parameter(torch.empty(sum(self._lengths), width,
-                                                device=patch.weight.device))
-        nn.init.uniform_(self.prompts, -bound, bound)
+        self.prompts = self._new_prompts(spec, sum(self._lengths), dims.pop())
         for block in spec.blocks:
             spec.replace_block_input(block, lambda t, layout, i=block.index:
                                      self._insert(t, layout, i))
             spec.on_block_output(block, lambda t, layout: self._remove(t))
+
+    @staticmethod
+    def _new_prompts(spec, length: int, width: int) -> nn.Parameter:
+        """``(length, width)`` prompts, uniform in ``+-sqrt(6 / (fan_in + width))`` with the
+        patch projection's ``fan_in`` (the VPT code's init), on the backbone's device."""
+        patch = spec.patch_projection()
+        bound = math.sqrt(6.0 / (patch.in_channels * math.prod(patch.kernel_size) + width))
+        prompts = torch.empty(length, width, device=patch.weight.device)
+        return nn.Parameter(nn.init.uniform_(prompts, -bound, bound))
 
     def _attach_windows(self, spec):
         """Windowed blocks (Swin): each block's prompts, ``(L, C_block)``, pass the block's
@@ -85,13 +88,9 @@ class VPTBase(PEFTMethod):
         (their own outputs are not used: the deep prompts are replaced at every block)."""
         if not isinstance(self.length, int):
             raise ValueError('VPT-deep on windowed blocks takes one length')
-        patch = spec.patch_projection()
-        fan_in = patch.in_channels * math.prod(patch.kernel_size)
         self.window_prompts = nn.ParameterList()
         for block in spec.blocks:
-            bound = math.sqrt(6.0 / (fan_in + block.dims))
-            prompts = torch.empty(self.length, block.dims, device=patch.weight.device)
-            self.window_prompts.append(nn.Parameter(nn.init.uniform_(prompts, -bound, bound)))
+            self.window_prompts.append(self._new_prompts(spec, self.length, block.dims))
             spec.on_attention_kv(block, lambda k, v, b=block, i=len(self.window_prompts) - 1:
                                  self._window_kv(k, v, b, i))
 
@@ -115,12 +114,7 @@ class VPTBase(PEFTMethod):
         outputs never include them."""
         if not isinstance(self.length, int):
             raise ValueError('VPT-shallow takes one length')
-        patch = spec.patch_projection()
-        fan_in = patch.in_channels * math.prod(patch.kernel_size)
-        width = spec.blocks[0].dims
-        bound = math.sqrt(6.0 / (fan_in + width))
-        prompts = torch.empty(self.length, width, device=patch.weight.device)
-        self.prompts = nn.Parameter(nn.init.uniform_(prompts, -bound, bound))
+        self.prompts = self._new_prompts(spec, self.length, spec.blocks[0].dims)
         self._stage = 0
         for block in spec.blocks:
             spec.on_block_input(block, lambda t, layout, b=block: self._enter_windows(t, b, spec))
