@@ -14,7 +14,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from tools.train import use_cpu_distributed  # noqa: E402
+from tools.train import settle_dataloaders, use_cpu_distributed  # noqa: E402
+from vpetl_mm.engine.data_paths import check_dataset_paths  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -54,6 +55,7 @@ def merge_args(cfg, args):
         cfg.test_evaluator.append(dict(type='DumpResults', out_file_path=args.out))
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    settle_dataloaders(cfg)
     if args.launcher != 'none' and not torch.cuda.is_available():
         use_cpu_distributed(cfg)
     return cfg
@@ -62,6 +64,7 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_dataset_paths(cfg, loaders=('test_dataloader', ))
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()
     return metrics

@@ -15,6 +15,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+from vpetl_mm.engine.data_paths import check_dataset_paths  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -90,28 +91,44 @@ def merge_args(cfg, args):
         cfg.load_from = args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(field, None)
-        if loader is None:
-            continue
-        defaults = ConfigDict(pin_memory=torch.cuda.is_available(), persistent_workers=True,
-                              collate_fn=dict(type='default_collate'))
-        defaults.update(loader)
-        if args.no_pin_memory:
-            defaults.pin_memory = False
-        if args.no_persistent_workers or defaults.get('num_workers', 0) == 0:
-            defaults.persistent_workers = False
-        cfg[field] = defaults
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    settle_dataloaders(cfg, no_pin_memory=args.no_pin_memory,
+                       no_persistent_workers=args.no_persistent_workers)
     if args.launcher != 'none' and not torch.cuda.is_available():
         use_cpu_distributed(cfg)
     return cfg
 
 
+def settle_dataloaders(cfg, no_pin_memory=False, no_persistent_workers=False):
+    """Complete every dataloader config after the command-line options were applied.
+
+    Values the config sets win; the defaults are ``pin_memory`` with CUDA and
+    ``persistent_workers``, and under ``default_scope='mmpretrain'`` ``default_collate`` (as
+    mmpretrain's own tools set it; MMAction2, MMSegmentation and MMDetection rely on mmengine's
+    ``pseudo_collate`` and pad in their data preprocessors, so they keep it).
+    ``persistent_workers`` is turned off where ``num_workers`` is 0 (PyTorch refuses the
+    combination).
+    """
+    for field in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(field, None)
+        if loader is None:
+            continue
+        settled = ConfigDict(pin_memory=torch.cuda.is_available(), persistent_workers=True)
+        if cfg.get('default_scope', None) == 'mmpretrain':
+            settled.collate_fn = dict(type='default_collate')
+        settled.update(loader)
+        if no_pin_memory:
+            settled.pin_memory = False
+        if no_persistent_workers or settled.get('num_workers', 0) == 0:
+            settled.persistent_workers = False
+        cfg[field] = settled
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
+    check_dataset_paths(cfg, loaders=('train_dataloader', 'val_dataloader'))
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
 

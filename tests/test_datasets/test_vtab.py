@@ -89,3 +89,52 @@ def test_catalogue():
     assert len(VTAB_DATASETS) == 19
     assert VTAB_DATASETS['cifar100'] == ('cifar', 100)
     assert VTAB_DATASETS['smallnorb_ele'] == ('smallnorb_ele', 9)
+
+
+def test_relative_data_root_is_joined_once(vtab_root, monkeypatch):
+    """A relative data_root (as every shipped config writes it) resolves against the working
+    directory, once: mmengine's BaseDataset joins the list file to it."""
+    monkeypatch.chdir(vtab_root.parent)
+    ds = VTAB1k(vtab_root.name, split='test', num_classes=3)
+    assert ds.ann_file == osp.join(vtab_root.name, 'test.txt')
+    assert ds.get_data_info(1)['img_path'] == osp.join(vtab_root.name, 'images/test/000001.jpg')
+    assert osp.isfile(ds.get_data_info(1)['img_path'])
+
+
+def test_missing_folder_names_written_and_resolved_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        VTAB1k('data/vtab-1k/cifar', split='test')
+    message = str(err.value)
+    assert "data_root='data/vtab-1k/cifar'" in message
+    assert str(tmp_path / 'data' / 'vtab-1k' / 'cifar') in message
+
+
+def test_dataset_paths_checked_with_config_keys(vtab_root, tmp_path, monkeypatch):
+    from vpetl_mm.engine.data_paths import check_dataset_paths
+    init_default_scope('mmpretrain')
+    monkeypatch.chdir(vtab_root.parent)
+    dataset = dict(type='vpetl_mm.VTAB1k', data_root=vtab_root.name, split='test')
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(dataset, split='train800val200')),
+                      val_dataloader=dict(dataset=dataset), test_dataloader=dict(dataset=dataset)))
+    check_dataset_paths(cfg)  # everything there: silent
+
+    (vtab_root / 'train800val200.txt').unlink()
+    cfg.val_dataloader.dataset.data_root = 'data/elsewhere'
+    with pytest.raises(FileNotFoundError) as err:
+        check_dataset_paths(cfg)
+    message = str(err.value)
+    assert ("train_dataloader.dataset: the list file of split='train800val200' "
+            "'train800val200.txt' (resolved to "
+            f"{vtab_root / 'train800val200.txt'}) does not exist") in message
+    assert ("val_dataloader.dataset.data_root='data/elsewhere' (resolved to "
+            f"{vtab_root.parent / 'data' / 'elsewhere'}) is not a folder") in message
+    assert 'test_dataloader' not in message  # its folder and list file are there
+
+    # mmengine-style datasets: ann_file relative to data_root, wrappers walked
+    wrapped = Config(dict(train_dataloader=dict(dataset=dict(
+        type='RepeatDataset', times=2,
+        dataset=dict(type='CustomDataset', data_root=vtab_root.name, ann_file='missing.txt')))))
+    with pytest.raises(FileNotFoundError, match=r"train_dataloader\.dataset\.dataset: ann_file "
+                       r"'missing\.txt'"):
+        check_dataset_paths(wrapped, loaders=('train_dataloader', ))

@@ -9,11 +9,9 @@ without vpetl_mm (for instance with the config's backbone unwrapped from ``PEFTB
 Fails with a clear error when a method cannot be merged. The file is written atomically.
 """
 import argparse
-import io
 import os.path as osp
 import sys
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 
@@ -42,28 +40,16 @@ def main(argv=None):
     args = parse_args(argv)
     import vpetl_mm
     from mmengine.registry import MODELS
-    from vpetl_mm.compat.fileio import atomic_write_bytes
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
-    ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=True)
-    state = ckpt.get('state_dict', ckpt)
-    result = model.load_state_dict(state, strict=False)
-    trainable = set(vpetl_mm.engine.trainable_state_dict(model))
-    missing = [k for k in result.missing_keys if k in trainable]
-    if missing:
-        raise KeyError(f'{args.checkpoint} lacks trained weights {missing[:8]}')
-    for peft in vpetl_mm.get_peft_state(model):
-        peft.merge()
-    merged = {k: v for k, v in model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save({'state_dict': merged,
-                'meta': dict(merged_from=osp.basename(args.checkpoint),
-                             config=osp.basename(args.config))}, buffer)
-    atomic_write_bytes(buffer.getvalue(), args.out)
+    vpetl_mm.load_trainable(model, args.checkpoint)
+    vpetl_mm.save_merged(model, args.out, meta=dict(merged_from=osp.basename(args.checkpoint),
+                                                    config=osp.basename(args.config)))
+    merged = model.state_dict()
     print(f'merged {args.checkpoint} -> {args.out} ({len(merged)} tensors)')
     return args.out
 

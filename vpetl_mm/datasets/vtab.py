@@ -57,11 +57,25 @@ class VTAB1k(BaseDataset):
             raise ValueError(f'VTAB1k split={split!r}; choose one of {SPLITS}')
         self.split = split
         self.num_classes = num_classes
-        ann_file = osp.join(data_root, f'{split}.txt')
-        if not osp.isfile(ann_file):
-            raise FileNotFoundError(f'VTAB1k: no list file {ann_file} for split={split!r} '
-                                    f'(a VTAB-1K folder holds {", ".join(s + ".txt" for s in SPLITS)})')
+        # like mmengine's own datasets: data_root is taken as written (relative to the working
+        # directory when relative) and the list file is relative to it; BaseDataset joins them
+        ann_file = f'{split}.txt'
+        where = f'data_root={data_root!r} (resolved to {osp.abspath(data_root)})'
+        if not osp.isdir(data_root):
+            raise FileNotFoundError(f'VTAB1k: {where} is not a folder; put the VTAB-1K dataset '
+                                    'folder there or set the dataset\'s data_root in the config')
+        if not osp.isfile(osp.join(data_root, ann_file)):
+            raise FileNotFoundError(
+                f'VTAB1k: {where} has no list file {ann_file} for split={split!r} (a VTAB-1K '
+                f'folder holds {", ".join(s + ".txt" for s in SPLITS)})')
         super().__init__(ann_file=ann_file, data_root=data_root, data_prefix='', **kwargs)
+
+    @staticmethod
+    def expected_files(cfg: dict):
+        """``(description, path)`` of the list file a dataset config needs (relative to its
+        ``data_root``); the tools check them before a run starts."""
+        split = cfg.get('split', 'train800val200')
+        return [(f'the list file of split={split!r}', f'{split}.txt')] if split in SPLITS else []
 
     def load_data_list(self):
         samples = []

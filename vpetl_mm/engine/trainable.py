@@ -28,6 +28,23 @@ def trainable_state_dict(model: nn.Module, state_dict: Dict = None) -> OrderedDi
     return OrderedDict((k, v) for k, v in state_dict.items() if k in keep)
 
 
+def _plain(obj):
+    """Configs compared as plain Python (tuples and lists alike)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def check_peft_configs(saved: List, current: List, source: str = 'the checkpoint') -> None:
+    """Raise ``ValueError`` when the PEFT method configs stored with a checkpoint
+    (``meta['peft']``) differ from the model's: its weights would load into other modules."""
+    if _plain(saved) != _plain(current):
+        raise ValueError(f'{source} was trained with PEFT methods {saved}, but the model is '
+                         f'configured with {current}')
+
+
 def parameter_summary(model: nn.Module, depth: int = 1) -> List[Tuple[str, int, int]]:
     """``(name, trainable, total)`` per module at ``depth`` (1: backbone, neck, head, ...),
     followed by a ``'total'`` row. Shared parameters count once."""

@@ -2,7 +2,7 @@
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from vpetl_mm.engine.trainable import trainable_state_dict
+from vpetl_mm.engine.trainable import check_peft_configs, trainable_state_dict
 from vpetl_mm.models import get_peft_state
 from vpetl_mm.registry import HOOKS
 
@@ -43,18 +43,8 @@ class TrainableCheckpointHook(Hook):
             return
         model = _unwrap(runner.model)
         current = [s.method_cfgs for s in get_peft_state(model)]
-        if _plain(saved) != _plain(current):
-            raise ValueError(f'the checkpoint was trained with PEFT methods {saved}, but the '
-                             f'model is configured with {current}')
+        check_peft_configs(saved, current)
         state_dict = checkpoint['state_dict']
         for key, value in model.state_dict().items():
             state_dict.setdefault(key, value)
 
-
-def _plain(obj):
-    """Configs compared as plain Python (tuples and lists alike)."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj
