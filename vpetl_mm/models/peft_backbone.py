@@ -148,6 +148,9 @@ def PEFTBackbone(backbone: Union[dict, nn.Module],
     Args:
         backbone (dict | nn.Module): the inner backbone config, resolved in the run's default
             scope (``type='VisionTransformer'`` under ``default_scope='mmpretrain'``), or a module.
+            A config is initialised (its ``init_weights()``) only when no ``pretrained`` is
+            given; a module is used with its weights as they are (never re-initialised), so a
+            backbone the caller loaded keeps what it loaded.
         method (dict | list[dict] | None): the PEFT method config(s) from
             ``vpetl_mm.registry.PEFT_METHODS``; a list composes methods. ``None`` freezes only
             (same as ``LinearProbe``).
@@ -162,14 +165,27 @@ def PEFTBackbone(backbone: Union[dict, nn.Module],
     Returns:
         nn.Module: the inner backbone with the method attached and ``.peft`` set.
     """
+    handed = isinstance(backbone, nn.Module)
     model = _build_inner(backbone)
     if hasattr(model, 'peft'):
         raise ValueError(f'{type(model).__name__} already carries a PEFT method; pass a list '
                          'to method=... to compose several')
+    logger = MMLogger.get_current_instance()
+    name = type(model).__name__
     on_meta = any(p.is_meta for p in model.parameters())  # shape-only builds (counting)
-    if hasattr(model, 'init_weights') and not on_meta and not pretrained:
-        # the backbone's own init (its init_cfg may load weights); with ``pretrained`` every
-        # weight is overwritten next, so the (verbose) random init is skipped
+    if handed:
+        # a module the caller built (and maybe loaded): its weights are never touched here
+        print_log(f'PEFTBackbone: wrapping the given {name} with its weights as they are'
+                  f'{"; loading " + pretrained + " into it" if pretrained else ""}', logger=logger)
+    elif pretrained:
+        # every weight is overwritten next, so the (verbose) random init is skipped
+        print_log(f'PEFTBackbone: built {name} from its config; weights from {pretrained}',
+                  logger=logger)
+    elif hasattr(model, 'init_weights') and not on_meta:
+        # the backbone's own init (its init_cfg may load weights)
+        print_log(f'PEFTBackbone: built {name} from its config and ran its init_weights() '
+                  '(no pretrained=...: the frozen weights are what that init gives)',
+                  logger=logger)
         model.init_weights()
     the_spec = get_spec(model, spec)
     if pretrained:
