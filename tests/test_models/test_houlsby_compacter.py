@@ -28,14 +28,25 @@ def build(tmp_path, method):
     return plain, model
 
 
+def houlsby_by_hand(ad, h):
+    """``up(GELU(down(h)))`` from the adapter's weight and bias tensors."""
+    return F.linear(F.gelu(F.linear(h, ad.down.weight, ad.down.bias)), ad.up.weight, ad.up.bias)
+
+
+def phm_by_hand(x, layer, rule):
+    """``x H + b`` with ``H = sum_i A_i (x) L_i R_i`` written out with ``torch.kron``."""
+    h = sum(torch.kron(rule[i], layer.left[i] @ layer.right[i]) for i in range(len(rule)))
+    return x @ h + layer.bias
+
+
 def test_houlsby_formula(tmp_path):
     """Adapters on the attention projection output and on the MLP output, each with a skip."""
     plain, model = build(tmp_path, dict(type='Houlsby', bottleneck=4, init_std=0.2))
-    for layer, ref in zip(model.layers, plain.layers):  # the same adapters, hooked by hand
+    for layer, ref in zip(model.layers, plain.layers):  # the adapters' tensors, by hand
         ref.attn.proj.register_forward_hook(
-            lambda m, a, out, ad=layer.adapter_attn: out + ad.up(F.gelu(ad.down(out))))
+            lambda m, a, out, ad=layer.adapter_attn: out + houlsby_by_hand(ad, out))
         ref.ffn.layers.register_forward_hook(
-            lambda m, a, out, ad=layer.adapter_mlp: out + ad.up(F.gelu(ad.down(out))))
+            lambda m, a, out, ad=layer.adapter_mlp: out + houlsby_by_hand(ad, out))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         out, ref = model(x)[-1], plain(x)[-1]
@@ -77,8 +88,8 @@ def test_compacter_formula_and_shared_rule(tmp_path):
         ad = layer.compacter
 
         def hook(m, a, out, ad=ad):
-            h = F.gelu(ad.norm(out) @ kron_sum(rule, ad.down.left, ad.down.right) + ad.down.bias)
-            return out + h @ kron_sum(rule, ad.up.left, ad.up.right) + ad.up.bias
+            h = F.layer_norm(out, (out.shape[-1], ), ad.norm.weight, ad.norm.bias, eps=1e-5)
+            return out + phm_by_hand(F.gelu(phm_by_hand(h, ad.down, rule)), ad.up, rule)
         ref.ffn.layers.register_forward_hook(hook)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

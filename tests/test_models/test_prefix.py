@@ -2,6 +2,7 @@
 training and the round trip."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip('mmpretrain')
 from mmengine.registry import init_default_scope  # noqa: E402
@@ -23,6 +24,18 @@ def scope():
     init_default_scope('mmpretrain')
 
 
+def with_prefixes(generator, k, v):
+    """``k``, ``v`` ``(B, heads, N, d)`` with the ``L`` prefix keys / values first, from the
+    generator's tensors: ``[P_k, P_v] = up(tanh(down(E)))`` ``(L, 2C)``."""
+    b, heads, _, d = k.shape
+    hidden = torch.tanh(F.linear(generator.embedding, generator.down.weight,
+                                 generator.down.bias))
+    prefix = F.linear(hidden, generator.up.weight, generator.up.bias).reshape(-1, 2, heads, d)
+    pk, pv = prefix[:, 0].transpose(0, 1), prefix[:, 1].transpose(0, 1)  # (heads, L, d)
+    return (torch.cat([pk.expand(b, -1, -1, -1), k], 2),
+            torch.cat([pv.expand(b, -1, -1, -1), v], 2))
+
+
 def test_attention_with_prefixes(tmp_path):
     _, path = pretrained_file(tmp_path, TINY_VIT)
     model = MODELS.build(classifier_cfg(TINY_VIT, PREFIX, path))
@@ -31,11 +44,7 @@ def test_attention_with_prefixes(tmp_path):
     x = torch.randn(2, 5, 32)
     with torch.no_grad():
         q, k, v = attn.qkv(x).reshape(2, 5, 3, 2, 16).permute(2, 0, 3, 1, 4)
-        g = attn.prefix
-        prefix = g.up(torch.tanh(g.down(g.embedding))).reshape(3, 2, 2, 16)
-        pk, pv = prefix[:, 0].permute(1, 0, 2), prefix[:, 1].permute(1, 0, 2)  # (heads, L, d)
-        k = torch.cat([pk.expand(2, -1, -1, -1), k], 2)
-        v = torch.cat([pv.expand(2, -1, -1, -1), v], 2)
+        k, v = with_prefixes(attn.prefix, k, v)
         weights = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1)  # d = 16
         expected = attn.proj((weights @ v).transpose(1, 2).reshape(2, 5, 32))
         torch.testing.assert_close(attn(x), expected, rtol=1e-5, atol=1e-5)
@@ -72,7 +81,7 @@ def test_window_attention_with_prefixes(tmp_path):
     mask[:, :8, 8:] = -100.0
     with torch.no_grad():
         q, k, v = msa.qkv(tokens).reshape(8, 16, 3, 2, 8).permute(2, 0, 3, 1, 4)
-        k, v = generator(k, v)
+        k, v = with_prefixes(generator, k, v)
         bias = msa.relative_position_bias_table[msa.relative_position_index.view(-1)].view(
             16, 16, 2).permute(2, 0, 1)
         logits = (q * msa.scale) @ k.transpose(-1, -2)  # (8, 2, 16, 3 + 16)

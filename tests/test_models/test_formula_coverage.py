@@ -1,0 +1,85 @@
+"""Every registered PEFT method has a test against a hand-written reference of its published
+formula (plain torch on the block's tensors, non-trivial parameters), listed here.
+
+``tools/misc/mutation_check.py`` runs these tests against mutants of a method's file.
+"""
+import ast
+import os.path as osp
+
+import pytest
+
+pytest.importorskip('mmpretrain')
+from vpetl_mm.registry import PEFT_METHODS  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+REPARAM = 'tests/test_models/test_formulas_reparam.py'
+ADAPTERS = 'tests/test_models/test_formulas_adapters.py'
+SELECTION = f'{REPARAM}::test_selection_trainable_and_plain_forward'
+SELECTING = 'tests/test_models/test_selection_methods.py'  # methods that select from the data
+
+#: method type -> its formula (and init) tests, as pytest node ids
+FORMULA_TESTS = {
+    'LinearProbe': [SELECTION],
+    'FullFineTune': [SELECTION],
+    'BitFit': [SELECTION],
+    'LNTune': [SELECTION],
+    'PartialK': [SELECTION],
+    'LoRA': [f'{REPARAM}::test_lora_init_and_trainable', f'{REPARAM}::test_lora_formula'],
+    'Hydra': [f'{REPARAM}::test_hydra_init_and_trainable', f'{REPARAM}::test_hydra_formula'],
+    'FacT-TT': [f'{REPARAM}::test_fact_tt_init_and_trainable',
+                f'{REPARAM}::test_fact_tt_formula'],
+    'FacT-TK': [f'{REPARAM}::test_fact_tk_init_and_trainable',
+                f'{REPARAM}::test_fact_tk_formula'],
+    'SSF': [f'{REPARAM}::test_ssf_init_and_trainable', f'{REPARAM}::test_ssf_formula'],
+    'RepAdapter': [f'{REPARAM}::test_repadapter_init_and_trainable',
+                   f'{REPARAM}::test_repadapter_formula'],
+    'ARC': [f'{REPARAM}::test_arc_init_and_trainable', f'{REPARAM}::test_arc_formula'],
+    'ARC_att': [f'{REPARAM}::test_arc_att_formula_init_and_trainable'],
+    'Adapter': [f'{ADAPTERS}::test_adapter_init', f'{ADAPTERS}::test_adapter_formula'],
+    'AdaptFormer': [f'{ADAPTERS}::test_adaptformer_init',
+                    f'{ADAPTERS}::test_adaptformer_formula'],
+    'Adapter+': [f'{ADAPTERS}::test_adapter_plus_init', f'{ADAPTERS}::test_adapter_plus_formula'],
+    'Houlsby': [f'{ADAPTERS}::test_houlsby_init', f'{ADAPTERS}::test_houlsby_formula'],
+    'Compacter': [f'{ADAPTERS}::test_compacter_init', f'{ADAPTERS}::test_compacter_formula'],
+    'DTL': [f'{ADAPTERS}::test_dtl_init', f'{ADAPTERS}::test_dtl_formula'],
+    'DTL+': [f'{ADAPTERS}::test_dtl_init', f'{ADAPTERS}::test_dtl_formula'],
+    'PATT': [f'{ADAPTERS}::test_patt_init', f'{ADAPTERS}::test_patt_formula'],
+    'KAdaptation': ['tests/test_models/test_kadaptation.py::test_formula_q_and_v_only',
+                    'tests/test_models/test_kadaptation.py::test_init_is_identity_and_learns'],
+    'VPT-shallow': ['tests/test_models/test_vpt.py::test_official_formula',
+                    'tests/test_models/test_vpt.py::test_swin_shallow_block_equals_vpt_swin_block'],
+    'VPT-deep': ['tests/test_models/test_vpt.py::test_official_formula'],
+    'PrefixTuning': ['tests/test_models/test_prefix.py::test_attention_with_prefixes'],
+    'Mona': ['tests/test_models/test_mona_lorand.py::test_mona_formula'],
+    'LoRand': ['tests/test_models/test_mona_lorand.py::test_lorand_formula'],
+    'SNF': ['tests/test_models/test_mona_lorand.py::test_snf_formula'],
+    'DyT': ['tests/test_models/test_dyt.py::test_inference_formula_and_real_skipping',
+            'tests/test_models/test_dyt.py::test_moe_adapter_counts_and_formula'],
+    'LST': ['tests/test_models/test_lst.py::test_formula'],
+    'LAST': ['tests/test_models/test_last.py::test_identity_then_formula'],
+    'HST': ['tests/test_models/test_hst.py::test_side_network_reads_the_meta_tokens'],
+    'Res-Tuning': ['tests/test_models/test_restuning.py::test_res_tuning_identity_then_formula'],
+    'Res-Tuning-Bypass': ['tests/test_models/test_restuning.py::test_formula'],
+    'E3VA': ['tests/test_models/test_e3va.py::test_highway_formula_and_training'],
+    'SCT': [f'{SELECTING}::test_sct_picks_largest_class_aware_scores',
+            f'{SELECTING}::test_sct_selection_formula_and_training'],
+    'GPS': [f'{SELECTING}::test_gps_picks_largest_gradient_magnitudes',
+            f'{SELECTING}::test_gps_selects_and_trains_only_selected_entries'],
+}
+
+
+def test_every_registered_method_has_formula_tests():
+    registered = set(PEFT_METHODS.module_dict.values())  # aliases name the same class
+    listed = {PEFT_METHODS.get(name) for name in FORMULA_TESTS}
+    assert None not in listed, [n for n in FORMULA_TESTS if PEFT_METHODS.get(n) is None]
+    missing = sorted(cls.__name__ for cls in registered - listed)
+    assert not missing, f'methods without a formula test: {missing}'
+
+
+@pytest.mark.parametrize('method', sorted(FORMULA_TESTS))
+def test_listed_tests_exist(method):
+    for node in FORMULA_TESTS[method]:
+        path, name = node.split('::')
+        tree = ast.parse(open(osp.join(ROOT, path)).read())
+        names = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)}
+        assert name in names, f'{method}: {node} does not exist'

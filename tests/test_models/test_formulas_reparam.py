@@ -1,0 +1,509 @@
+"""Reparameterisable and selection methods against their published formulas, in plain torch.
+
+Each method is built on the tiny mmpretrain ViT through ``PEFTBackbone``. Its zero-initialised
+factors are given random values, then its output (every token after the final norm, eval mode,
+float64) is compared with a plain copy loaded with the same weights whose forward hooks compute the
+method's formula from the method's parameter tensors (``F.linear``, ``@``, ...), never through
+the method's modules or helpers. The inits are checked by their values and distributions, and
+the trainable parameters against sets computed here from the backbone's structure.
+"""
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+pytest.importorskip('mmpretrain')
+from mmengine.registry import init_default_scope  # noqa: E402
+from mmpretrain.registry import MODELS  # noqa: E402
+
+import vpetl_mm  # noqa: E402,F401
+from tests.test_models.test_peft_backbone_mmpretrain import (TINY_VIT,  # noqa: E402
+                                                             pretrained_file)
+
+VIT = dict(TINY_VIT, out_type='raw')  # every token of the last block, after the final norm
+DIMS, HIDDEN, DEPTH = 32, 64, 4
+CHUNKS = HIDDEN // DIMS  # FacT's C x C chunks of the MLP weights
+# the linears of a block, by role, as paths inside an mmpretrain ``TransformerEncoderLayer``
+LINEARS = dict(qkv='attn.qkv', proj='attn.proj', fc1='ffn.layers.0.0', fc2='ffn.layers.1')
+
+
+@pytest.fixture(autouse=True)
+def scope():
+    init_default_scope('mmpretrain')
+
+
+def build(tmp_path, method):
+    """``(plain, model)``: the tiny ViT with the same pretrained weights, bare and with
+    ``method``, both in eval mode."""
+    plain, path = pretrained_file(tmp_path, VIT)
+    model = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(VIT),
+                              pretrained=path, method=method))
+    plain.eval()
+    model.eval()
+    return plain, model
+
+
+def trainable(model):
+    """Names of the parameters that require a gradient."""
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def per_block(*paths):
+    """``layers.<i>.<path>`` for every block and path."""
+    return {f'layers.{i}.{p}' for i in range(DEPTH) for p in paths}
+
+
+def normal_(*tensors, mean=0.0, std=0.2):
+    """Overwrite ``tensors`` with N(mean, std^2) draws (a trained, non-trivial state)."""
+    with torch.no_grad():
+        for t in tensors:
+            t.normal_(mean, std)
+
+
+def assert_formula(plain, model, hooks):
+    """Register the reference ``hooks`` ``(module of plain, hook)`` on the plain copy: the
+    method's output must equal the hooked copy's and differ from the bare backbone's.
+
+    Both run in float64: in float32 the reference's other summation order alone reaches up to
+    0.9 of ``atol=1e-6`` after the final norm, too close to the tolerance to be a stable test.
+    """
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)).double()
+    plain.double()
+    model.double()
+    with torch.no_grad():
+        bare = plain(x)[-1]
+        for module, hook in hooks:
+            module.register_forward_hook(hook)
+        ref = plain(x)[-1]
+        out = model(x)[-1]
+    assert out.shape == (2, 17, DIMS)
+    assert (out - bare).abs().max() > 1e-2
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+
+
+def assert_unchanged(plain, model):
+    """The method's output equals the bare backbone's, bit for bit."""
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(x)[-1], plain(x)[-1])
+
+
+def assert_uniform(pairs):
+    """Each tensor of ``(tensor, bound)`` looks drawn from U(-bound, bound): inside its bound,
+    with the std ``bound / sqrt(3)`` over all of them (pooled in units of their bounds)."""
+    t = torch.cat([x.detach().flatten() / bound for x, bound in pairs])
+    assert t.abs().max() <= 1
+    assert abs(t.std().item() * math.sqrt(3) - 1) < 0.15
+
+
+def assert_normal(t, mean, std):
+    """``t`` looks drawn from N(mean, std^2)."""
+    t = t.detach().flatten()
+    assert abs(t.mean().item() - mean) < 4 * std / math.sqrt(t.numel())
+    assert abs(t.std().item() / std - 1) < 0.15
+
+
+def assert_zero(*tensors):
+    """Every entry of every tensor is exactly zero."""
+    for t in tensors:
+        assert not t.any()
+
+
+def kaiming_bound(fan_in):
+    """Bound of ``kaiming_uniform_(a=sqrt(5))`` (``nn.Linear``'s default): 1 / sqrt(fan_in)."""
+    gain = math.sqrt(2 / (1 + 5))
+    return gain * math.sqrt(3 / fan_in)
+
+
+def xavier_bound(fan_in, fan_out):
+    """Bound of ``xavier_uniform_``: sqrt(6 / (fan_in + fan_out))."""
+    return math.sqrt(6 / (fan_in + fan_out))
+
+
+def linear(x, layer):
+    """``x W^T + b`` with the weight and bias tensors of the ``nn.Linear`` ``layer``."""
+    return F.linear(x, layer.weight, layer.bias)
+
+
+def add_rows(out, deltas):
+    """``out`` plus ``deltas`` ``{row offset: delta}`` added to those rows only."""
+    full = torch.zeros_like(out)
+    for start, delta in deltas.items():
+        full[..., start:start + delta.shape[-1]] = delta
+    return out + full
+
+
+# -- LoRA: y = W x + b + (alpha / r) B A x on the q and v rows of qkv --------------------------
+LORA = dict(type='LoRA', rank=2, alpha=8, targets=('q', 'v'), dropout=0.0)
+LORA_SCALE = 8 / 2
+
+
+def test_lora_init_and_trainable(tmp_path):
+    """``A`` (down) kaiming-uniform, ``B`` (up) zero, on q and v of every block, nothing else."""
+    plain, model = build(tmp_path, LORA)
+    mods = [layer.attn.qkv.get_submodule(f'lora_{t}') for layer in model.layers for t in 'qv']
+    assert all(m.down.shape == (2, DIMS) and m.up.shape == (DIMS, 2) for m in mods)
+    assert all(m.down.abs().min() > 0 for m in mods)
+    assert_uniform([(m.down, kaiming_bound(DIMS)) for m in mods])
+    assert_zero(*(m.up for m in mods))
+    assert trainable(model) == per_block(*(f'attn.qkv.lora_{t}.{f}' for t in 'qv'
+                                           for f in ('down', 'up')))
+    assert_unchanged(plain, model)
+
+
+def lora_hook(qkv):
+    """``qkv`` output plus ``(alpha / r) B A x`` on rows ``[0, C)`` (q) and ``[2C, 3C)`` (v)."""
+    q, v = qkv.lora_q, qkv.lora_v
+
+    def hook(module, args, out):
+        x = args[0]
+        return add_rows(out, {0: LORA_SCALE * x @ q.down.t() @ q.up.t(),
+                              2 * DIMS: LORA_SCALE * x @ v.down.t() @ v.up.t()})
+    return hook
+
+
+def test_lora_formula(tmp_path):
+    plain, model = build(tmp_path, LORA)
+    hooks = []
+    for layer, ref in zip(model.layers, plain.layers):
+        normal_(layer.attn.qkv.lora_q.up, layer.attn.qkv.lora_v.up)
+        hooks.append((ref.attn.qkv, lora_hook(layer.attn.qkv)))
+    assert_formula(plain, model, hooks)
+
+
+# -- Hydra: out = W x + b + s up(down(x)) + s up'(down'(W x + b)) on proj and fc2 -------------
+HYDRA = dict(type='Hydra', rank=2, scale=2.5, dropout=0.0)
+HYDRA_SITES = ('proj', 'fc2')
+
+
+def hydra_modules(model):
+    """Every ``(site path, branch name, branch)`` of the model's Hydra."""
+    return [(f'layers.{i}.{LINEARS[s]}', b, layer.get_submodule(f'{LINEARS[s]}.hydra.{b}'))
+            for i, layer in enumerate(model.layers) for s in HYDRA_SITES for b in ('par', 'seq')]
+
+
+def test_hydra_init_and_trainable(tmp_path):
+    """Down xavier-uniform with a zero bias, up zero (weight and bias), in both branches."""
+    plain, model = build(tmp_path, HYDRA)
+    branches = hydra_modules(model)
+    assert_uniform([(br.down.weight, xavier_bound(br.down.in_features, 2))
+                    for _, _, br in branches])
+    assert {br.down.in_features for _, b, br in branches if b == 'par'} == {DIMS, HIDDEN}
+    assert all(br.down.in_features == DIMS for _, b, br in branches if b == 'seq')
+    assert_zero(*(t for _, _, br in branches for t in (br.down.bias, br.up.weight, br.up.bias)))
+    assert trainable(model) == {f'{site}.hydra.{b}.{lin}.{w}' for site, b, _ in branches
+                                for lin in ('down', 'up') for w in ('weight', 'bias')}
+    assert_unchanged(plain, model)
+
+
+def hydra_hook(hydra):
+    """``y + par(x) + seq(y)`` for the linear's input ``x`` and output ``y = W x + b``."""
+
+    def branch(t, br):
+        return HYDRA['scale'] * linear(linear(t, br.down), br.up)
+
+    def hook(module, args, out):
+        return out + branch(args[0], hydra.par) + branch(out, hydra.seq)
+    return hook
+
+
+def test_hydra_formula(tmp_path):
+    plain, model = build(tmp_path, HYDRA)
+    hooks = []
+    for layer, ref in zip(model.layers, plain.layers):
+        for role in HYDRA_SITES:
+            hydra = layer.get_submodule(f'{LINEARS[role]}.hydra')
+            normal_(hydra.par.down.bias, hydra.par.up.weight, hydra.par.up.bias,
+                    hydra.seq.down.bias, hydra.seq.up.weight, hydra.seq.up.bias)
+            hooks.append((ref.get_submodule(LINEARS[role]), hydra_hook(hydra)))
+    assert_formula(plain, model, hooks)
+
+
+# -- FacT: dW = s V K U with U, V shared by all blocks, a core K per weight and chunk --------
+FACT_RANK, FACT_SCALE = 4, 3.0
+SLOTS = 4 + 2 * CHUNKS  # q, k, v, proj, fc1 chunks, fc2 chunks
+
+
+def fact_hooks(plain, fact, core):
+    """The reference hooks of FacT with the ``(r, r)`` core ``core(block, slot)``.
+
+    Slots: q, k, v, proj, then fc1's output chunks and fc2's input chunks (the authors'
+    ``Linear(r, mr)`` / ``Linear(mr, r)`` cores split into ``(r, r)`` row / column blocks).
+    """
+    u, v, s = fact.u, fact.v, FACT_SCALE
+
+    def delta(x, k):
+        """``s V K U x``."""
+        return s * (x @ u.t() @ k.t()) @ v.t()
+
+    def block_hooks(i):
+        """role -> hook of block ``i``."""
+        def qkv(m, args, out):
+            return add_rows(out, {j * DIMS: delta(args[0], core(i, j)) for j in range(3)})
+
+        def proj(m, args, out):
+            return out + delta(args[0], core(i, 3))
+
+        def fc1(m, args, out):
+            return add_rows(out, {j * DIMS: delta(args[0], core(i, 4 + j))
+                                  for j in range(CHUNKS)})
+
+        def fc2(m, args, out):
+            chunks = args[0].split(DIMS, dim=-1)
+            h = sum(c @ u.t() @ core(i, 4 + CHUNKS + j).t() for j, c in enumerate(chunks))
+            return out + s * h @ v.t()
+        return dict(qkv=qkv, proj=proj, fc1=fc1, fc2=fc2)
+
+    return [(ref.get_submodule(LINEARS[role]), hook) for i, ref in enumerate(plain.layers)
+            for role, hook in block_hooks(i).items()]
+
+
+def assert_fact_factors(fact):
+    """``U`` ``(r, C)`` with ``nn.Linear``'s default init, ``V`` ``(C, r)`` zero."""
+    assert fact.u.shape == (FACT_RANK, DIMS) and fact.v.shape == (DIMS, FACT_RANK)
+    assert fact.u.abs().min() > 0
+    assert_uniform([(fact.u, kaiming_bound(DIMS))])
+    assert_zero(fact.v)
+
+
+def test_fact_tt_init_and_trainable(tmp_path):
+    """Free cores with ``nn.Linear``'s default init: fan-in ``r``, and ``m r`` for fc2's."""
+    plain, model = build(tmp_path, dict(type='FacT-TT', rank=FACT_RANK, scale=FACT_SCALE))
+    fact = model.peft.methods['fact-tt']
+    assert_fact_factors(fact)
+    assert fact.cores.shape == (DEPTH, SLOTS, FACT_RANK, FACT_RANK)
+    fc2 = 4 + CHUNKS
+    assert_uniform([(fact.cores[:, :fc2], kaiming_bound(FACT_RANK))])
+    assert_uniform([(fact.cores[:, fc2:], kaiming_bound(CHUNKS * FACT_RANK))])
+    assert trainable(model) == {f'peft.methods.fact-tt.{n}' for n in ('u', 'v', 'cores')}
+    assert_unchanged(plain, model)
+
+
+def test_fact_tt_formula(tmp_path):
+    plain, model = build(tmp_path, dict(type='FacT-TT', rank=FACT_RANK, scale=FACT_SCALE,
+                                        dropout=0.0))
+    fact = model.peft.methods['fact-tt']
+    normal_(fact.v)
+    assert_formula(plain, model, fact_hooks(plain, fact, lambda i, j: fact.cores[i, j]))
+
+
+def test_fact_tk_init_and_trainable(tmp_path):
+    """Core tensor ``(r, r, r)`` and core weights ``(r, blocks * slots)``, xavier-uniform."""
+    plain, model = build(tmp_path, dict(type='FacT-TK', rank=FACT_RANK, scale=FACT_SCALE))
+    fact = model.peft.methods['fact-tk']
+    assert_fact_factors(fact)
+    r = FACT_RANK
+    assert fact.core_tensor.shape == (r, r, r)
+    assert fact.core_weights.shape == (r, DEPTH * SLOTS)
+    assert_uniform([(fact.core_tensor, xavier_bound(r * r, r * r)),
+                    (fact.core_weights, xavier_bound(DEPTH * SLOTS, r))])
+    assert trainable(model) == {f'peft.methods.fact-tk.{n}'
+                                for n in ('u', 'v', 'core_tensor', 'core_weights')}
+    assert_unchanged(plain, model)
+
+
+def test_fact_tk_formula(tmp_path):
+    """``K_{b,s}[o, i] = sum_c T[o, i, c] P[c, b S + s]`` (T's first mode on the output side:
+    the authors' code puts it on the input side, ``u @ K``; the same family, transposed)."""
+    plain, model = build(tmp_path, dict(type='FacT-TK', rank=FACT_RANK, scale=FACT_SCALE,
+                                        dropout=0.0))
+    fact = model.peft.methods['fact-tk']
+    normal_(fact.v)
+
+    def core(block, slot):
+        return torch.einsum('oic,c->oi', fact.core_tensor,
+                            fact.core_weights[:, block * SLOTS + slot])
+
+    assert_formula(plain, model, fact_hooks(plain, fact, core))
+
+
+# -- SSF: x * gamma + beta after the patch embedding, every norm and every linear -------------
+SSF_SITES = (('patch_embed.projection', 'ln1')
+             + tuple(sorted(per_block('ln1', 'ln2', *LINEARS.values()))))
+
+
+def test_ssf_init_and_trainable(tmp_path):
+    """``gamma ~ N(1, 0.02)``, ``beta ~ N(0, 0.02)`` at every site, and no other trainable."""
+    plain, model = build(tmp_path, dict(type='SSF'))
+    ssfs = [model.get_submodule(f'{site}.ssf') for site in SSF_SITES]
+    assert_normal(torch.cat([m.scale for m in ssfs]), 1.0, 0.02)
+    assert_normal(torch.cat([m.shift for m in ssfs]), 0.0, 0.02)
+    assert trainable(model) == {f'{site}.ssf.{p}' for site in SSF_SITES
+                                for p in ('scale', 'shift')}
+
+
+def ssf_hook(ssf):
+    """``out * gamma + beta`` over the channels (dim 1 of a convolution's output, else last)."""
+
+    def hook(module, args, out):
+        shape = (1, -1, 1, 1) if isinstance(module, nn.Conv2d) else (-1, )
+        return out * ssf.scale.view(shape) + ssf.shift.view(shape)
+    return hook
+
+
+def test_ssf_formula(tmp_path):
+    plain, model = build(tmp_path, dict(type='SSF'))
+    hooks = []
+    for site in SSF_SITES:
+        ssf = model.get_submodule(f'{site}.ssf')
+        normal_(ssf.scale, mean=1.0, std=0.3)
+        normal_(ssf.shift, std=0.3)
+        hooks.append((plain.get_submodule(site), ssf_hook(ssf)))
+    assert_formula(plain, model, hooks)
+
+
+# -- RepAdapter: x + s B(A x + a) + s b on the norm1 / norm2 outputs, B group-wise ------------
+REPADAPTER = dict(type='RepAdapter', bottleneck=4, groups=2, scale=1.5, dropout=0.0)
+REP_NAMES = ('repadapter_attn', 'repadapter_mlp')
+
+
+def test_repadapter_init_and_trainable(tmp_path):
+    """A xavier-uniform with a zero bias; the group-wise B and its bias zero."""
+    plain, model = build(tmp_path, REPADAPTER)
+    ads = [getattr(layer, n) for layer in model.layers for n in REP_NAMES]
+    assert all(ad.up_weight.shape == (2, DIMS // 2, 4 // 2) for ad in ads)
+    assert_uniform([(ad.down.weight, xavier_bound(DIMS, 4)) for ad in ads])
+    assert_zero(*(t for ad in ads for t in (ad.down.bias, ad.up_weight, ad.up_bias)))
+    assert trainable(model) == per_block(*(f'{n}.{p}' for n in REP_NAMES for p in
+                                           ('down.weight', 'down.bias', 'up_weight', 'up_bias')))
+    assert_unchanged(plain, model)
+
+
+def repadapter_hook(ad):
+    """``x + s (B (A x + a) + b)`` on the norm output ``x``. B is the authors'
+    ``Conv1d(d, C, 1, groups=g)``: output group ``k`` (channels ``k C/g ..``) reads the
+    bottleneck channels ``k d/g ..`` through ``up_weight[k]`` ``(C/g, d/g)``."""
+    g, d = REPADAPTER['groups'], REPADAPTER['bottleneck']
+
+    def hook(module, args, out):
+        z = linear(out, ad.down).split(d // g, dim=-1)
+        up = torch.cat([z[k] @ ad.up_weight[k].t() for k in range(g)], dim=-1) + ad.up_bias
+        return out + REPADAPTER['scale'] * up
+    return hook
+
+
+def test_repadapter_formula(tmp_path):
+    plain, model = build(tmp_path, REPADAPTER)
+    hooks = []
+    for layer, ref in zip(model.layers, plain.layers):
+        for name, norm in zip(REP_NAMES, (ref.ln1, ref.ln2)):
+            ad = getattr(layer, name)
+            normal_(ad.down.bias, ad.up_weight, ad.up_bias)
+            hooks.append((norm, repadapter_hook(ad)))
+    assert_formula(plain, model, hooks)
+
+
+# -- ARC: h + (h U diag(s)) U^T + b after norm1 / norm2, U shared by all blocks --------------
+ARC_RANK = 4
+
+
+def arc_hooks(plain, model, key, positions):
+    """Reference hooks of ARC (after ``ln1`` for ``attn``, ``ln2`` for ``mlp``), with random
+    rescales and biases."""
+    shared = model.peft.methods[key].shared
+
+    def arc_hook(u, ad):
+        def hook(module, args, out):
+            return out + ((out @ u) * ad.rescale) @ u.t() + ad.bias
+        return hook
+
+    hooks = []
+    for layer, ref in zip(model.layers, plain.layers):
+        for position in positions:
+            ad = getattr(layer, f'arc_{position}')
+            normal_(ad.rescale, ad.bias)
+            norm = ref.ln1 if position == 'attn' else ref.ln2
+            hooks.append((norm, arc_hook(shared[f'{position}_0'], ad)))
+    return hooks
+
+
+def arc_trainable(key, positions):
+    """The shared ``U`` of each position and the per-block rescale and bias."""
+    return ({f'peft.methods.{key}.shared.{p}_0' for p in positions}
+            | per_block(*(f'arc_{p}.{n}' for p in positions for n in ('rescale', 'bias'))))
+
+
+def test_arc_init_and_trainable(tmp_path):
+    """U xavier-uniform; attention rescale zero (identity), MLP rescale xavier-uniform on a
+    ``(1, d)`` tensor; biases zero."""
+    plain, model = build(tmp_path, dict(type='ARC', rank=ARC_RANK))
+    shared = model.peft.methods['arc'].shared
+    assert {k: u.shape for k, u in shared.items()} == {
+        'attn_0': (DIMS, ARC_RANK), 'mlp_0': (DIMS, ARC_RANK)}
+    assert_uniform([(u, xavier_bound(ARC_RANK, DIMS)) for u in shared.values()])
+    assert not torch.equal(shared['attn_0'], shared['mlp_0'])
+    mlp_rescale = torch.cat([layer.arc_mlp.rescale for layer in model.layers])
+    assert mlp_rescale.shape == (DEPTH, ARC_RANK)
+    assert mlp_rescale.abs().min() > 0
+    assert mlp_rescale.abs().max() <= xavier_bound(ARC_RANK, 1)
+    assert_zero(*(t for layer in model.layers
+                  for t in (layer.arc_attn.rescale, layer.arc_attn.bias, layer.arc_mlp.bias)))
+    assert trainable(model) == arc_trainable('arc', ('attn', 'mlp'))
+
+
+def test_arc_formula(tmp_path):
+    plain, model = build(tmp_path, dict(type='ARC', rank=ARC_RANK, dropout=0.0))
+    assert_formula(plain, model, arc_hooks(plain, model, 'arc', ('attn', 'mlp')))
+
+
+def test_arc_att_formula_init_and_trainable(tmp_path):
+    """ARC_att: the attention-side adapter only, starting as the identity."""
+    plain, model = build(tmp_path, dict(type='ARC_att', rank=ARC_RANK, dropout=0.0))
+    assert trainable(model) == arc_trainable('arc_att', ('attn', ))
+    assert_zero(*(t for layer in model.layers for t in (layer.arc_attn.rescale,
+                                                        layer.arc_attn.bias)))
+    assert_unchanged(plain, model)
+    assert_formula(plain, model, arc_hooks(plain, model, 'arc_att', ('attn', )))
+
+
+# -- selection methods: which backbone weights train; the forward is the plain one ------------
+def biases(plain):
+    """The biases of every linear, convolution and LayerNorm."""
+    return {f'{n}.bias' for n, m in plain.named_modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.LayerNorm))}
+
+
+def layer_norms(plain):
+    """Weight and bias of the blocks' ``ln1`` / ``ln2`` and of the final ``ln1``."""
+    return per_block(*(f'ln{j}.{p}' for j in (1, 2) for p in ('weight', 'bias'))) | {
+        'ln1.weight', 'ln1.bias'}
+
+
+def last_two_blocks(plain):
+    """Every parameter of blocks 2 and 3 (PartialK with k=2), nothing outside the blocks."""
+    return {n for n, _ in plain.named_parameters() if n.startswith(('layers.2.', 'layers.3.'))}
+
+
+SELECTION = {
+    'BitFit': (dict(type='BitFit'), biases, 2 * DIMS + DEPTH * (7 * DIMS + HIDDEN)),
+    'LNTune': (dict(type='LNTune'), layer_norms, 2 * DIMS * (2 * DEPTH + 1)),
+    'PartialK': (dict(type='PartialK', k=2), last_two_blocks,
+                 2 * (3 * DIMS * DIMS + DIMS * DIMS + 2 * DIMS * HIDDEN + 9 * DIMS + HIDDEN)),
+    'LinearProbe': (dict(type='LinearProbe'), lambda plain: set(), 0),
+    'FullFineTune': (dict(type='FullFineTune'),
+                     lambda plain: {n for n, _ in plain.named_parameters()}, None),
+}
+
+
+@pytest.mark.parametrize('method', list(SELECTION))
+def test_selection_trainable_and_plain_forward(tmp_path, method):
+    """Exactly the expected weights train and nothing is added; the forward is the plain
+    backbone's, also once the trainable weights have moved (the same offsets in both)."""
+    cfg, expected, count = SELECTION[method]
+    plain, model = build(tmp_path, cfg)
+    names = expected(plain)
+    assert trainable(model) == names
+    params, plain_params = dict(model.named_parameters()), dict(plain.named_parameters())
+    if count is not None:
+        assert sum(params[n].numel() for n in names) == count
+    assert set(model.state_dict()) == set(plain.state_dict())
+    assert_unchanged(plain, model)
+    with torch.no_grad():
+        for n in names:
+            offset = 0.1 * torch.randn_like(params[n])
+            params[n].add_(offset)
+            plain_params[n].add_(offset)
+    assert_unchanged(plain, model)
