@@ -1,5 +1,7 @@
-"""A hook for the distributed test: every rank dumps its trainable weights after training."""
+"""Helpers of the distributed tests: a free port for torchrun, and a hook with which every rank
+dumps its trainable weights after training."""
 import os
+import socket
 
 import torch
 from mmengine.dist import get_rank
@@ -8,6 +10,13 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from vpetl_mm.engine import trainable_state_dict
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 @HOOKS.register_module(force=True)

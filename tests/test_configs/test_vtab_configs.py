@@ -15,7 +15,8 @@ CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'vtab', 'vit-b_*.py')))
 METHOD_TYPES = {
     'prefix': 'PrefixTuning', 'last': 'LAST', 'res-tuning-bypass': 'Res-Tuning-Bypass',
     'res-tuning': 'Res-Tuning',
-    'snf': 'SNF', 'hst': 'HST', 'lst': 'LST', 'dyt': 'DyT', 'dyt-moe': 'DyT', 'mona': 'Mona', 'lorand': 'LoRand',
+    'snf': 'SNF', 'hst': 'HST', 'lst': 'LST', 'dyt': 'DyT', 'dyt-moe': 'DyT', 'mona': 'Mona',
+    'lorand': 'LoRand',
     'patt': 'PATT', 'noah': 'VPT-deep', 'vpt-shallow': 'VPT-shallow', 'vpt-deep': 'VPT-deep',
     'kadaptation': 'KAdaptation', 'sct': 'SCT', 'gps': 'GPS', 'houlsby': 'Houlsby',
     'compacter': 'Compacter', 'linear': 'LinearProbe', 'full': 'FullFineTune', 'lora': 'LoRA',
@@ -69,11 +70,52 @@ def test_vpetl_hyperparameters(method, dataset, lr, wd):
     assert cfg.train_cfg.max_epochs == 100
 
 
-@pytest.mark.parametrize('method,dataset,lr,dp,kernel', [
-    ('dtl', 'cifar100', 3e-4, 0.1, None), ('dtl', 'dsprites_loc', 1e-2, 0.0, None),
-    ('dtl+', 'dmlab', 5e-3, 0.2, 3), ('dtl+', 'patch_camelyon', 3e-3, 0.0, 4),
-])
-def test_dtl_hyperparameters(method, dataset, lr, dp, kernel):
+# The published DTL / DTL+ VTAB-1K settings (Fu, Zhu and Wu, AAAI 2024; heekhero/DTL
+# train_scripts/{vit,swin}/vtab/<dataset>/train_dtl(+).sh), written out here so that the committed
+# configs are checked against the paper's scripts and not against the generator's own table:
+# {dataset: (DTL lr, DTL drop path, DTL+ lr, DTL+ drop path, DTL+ kernel)}
+DTL_VIT_PUBLISHED = {
+    'cifar100': (3e-4, 0.1, 5e-4, 0.1, 3), 'caltech101': (1e-3, 0.0, 5e-4, 0.0, 3),
+    'dtd': (3e-4, 0.1, 3e-4, 0.1, 5), 'oxford_flowers102': (8e-3, 0.2, 8e-3, 0.2, 5),
+    'oxford_iiit_pet': (3e-4, 0.1, 3e-4, 0.0, 3), 'svhn': (8e-3, 0.2, 5e-3, 0.2, 5),
+    'sun397': (5e-4, 0.1, 3e-3, 0.0, 5), 'patch_camelyon': (8e-3, 0.1, 3e-3, 0.0, 4),
+    'eurosat': (8e-3, 0.0, 3e-3, 0.1, 3), 'resisc45': (8e-3, 0.1, 1e-2, 0.1, 3),
+    'diabetic_retinopathy': (1e-4, 0.1, 1e-4, 0.1, 5), 'clevr_count': (1e-3, 0.2, 8e-4, 0.2, 5),
+    'clevr_dist': (5e-4, 0.2, 1e-3, 0.2, 4), 'dmlab': (8e-4, 0.2, 5e-3, 0.2, 3),
+    'kitti': (8e-3, 0.1, 8e-3, 0.2, 4), 'dsprites_loc': (1e-2, 0.0, 8e-3, 0.1, 4),
+    'dsprites_ori': (8e-3, 0.0, 8e-4, 0.2, 5), 'smallnorb_azi': (3e-3, 0.2, 3e-3, 0.2, 5),
+    'smallnorb_ele': (1e-3, 0.2, 1e-3, 0.1, 5),
+}
+DTL_SWIN_PUBLISHED = {
+    'cifar100': (1e-3, 0.1, 3e-3, 0.0, 5), 'caltech101': (1e-3, 0.4, 5e-4, 0.4, 5),
+    'dtd': (1e-4, 0.4, 8e-4, 0.1, 5), 'oxford_flowers102': (1e-3, 0.1, 5e-3, 0.1, 5),
+    'oxford_iiit_pet': (3e-4, 0.1, 1e-4, 0.3, 5), 'svhn': (3e-3, 0.4, 5e-3, 0.5, 5),
+    'sun397': (8e-4, 0.2, 3e-3, 0.1, 5), 'patch_camelyon': (3e-3, 0.0, 5e-3, 0.0, 5),
+    'eurosat': (8e-4, 0.4, 1e-3, 0.3, 5), 'resisc45': (5e-3, 0.5, 3e-3, 0.5, 5),
+    'diabetic_retinopathy': (1e-4, 0.5, 3e-4, 0.5, 5), 'clevr_count': (5e-4, 0.4, 5e-4, 0.5, 5),
+    'clevr_dist': (3e-4, 0.5, 5e-4, 0.5, 5), 'dmlab': (3e-3, 0.3, 3e-3, 0.4, 5),
+    'kitti': (1e-3, 0.5, 5e-3, 0.5, 5), 'dsprites_loc': (8e-3, 0.4, 1e-2, 0.5, 5),
+    'dsprites_ori': (5e-4, 0.3, 8e-4, 0.5, 5), 'smallnorb_azi': (3e-3, 0.5, 3e-3, 0.5, 5),
+    'smallnorb_ele': (8e-4, 0.5, 1e-3, 0.5, 5),
+}
+
+
+def published_dtl(table, method, dataset):
+    """``(lr, drop path, kernel size)`` of ``method`` on ``dataset``; kernel 0 for plain DTL."""
+    lr, dp, plus_lr, plus_dp, kernel = table[dataset]
+    return (plus_lr, plus_dp, kernel) if method == 'dtl+' else (lr, dp, 0)
+
+
+def test_published_dtl_tables_cover_vtab():
+    assert set(DTL_VIT_PUBLISHED) == set(DTL_SWIN_PUBLISHED) == set(VTAB_DATASETS)
+
+
+@pytest.mark.parametrize('method', ['dtl', 'dtl+'])
+@pytest.mark.parametrize('dataset', sorted(DTL_VIT_PUBLISHED))
+def test_dtl_hyperparameters(method, dataset):
+    """DTL / DTL+ on ViT-B: r 2, add-back after blocks 6-11, the published per-dataset lr, drop
+    path and DTL+ kernel, and the authors' fixed settings."""
+    lr, dp, kernel = published_dtl(DTL_VIT_PUBLISHED, method, dataset)
     cfg = load(method, dataset)
     assert cfg.optim_wrapper.optimizer.lr == lr
     assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
@@ -81,7 +123,10 @@ def test_dtl_hyperparameters(method, dataset, lr, dp, kernel):
     assert cfg.model.backbone.backbone.drop_path_rate == dp
     assert cfg.model.backbone.backbone.out_type == 'avg_featmap'
     assert cfg.train_dataloader.batch_size == 32 and cfg.train_cfg.max_epochs == 110
-    assert cfg.model.backbone.method.get('kernel_size') == kernel or kernel is None
+    method_cfg = cfg.model.backbone.method
+    assert method_cfg.type == METHOD_TYPES[method] and method_cfg.rank == 2
+    assert tuple(method_cfg.add_blocks) == tuple(range(6, 12))
+    assert method_cfg.get('kernel_size', 0) == kernel  # plain DTL: no fusion convolution
     assert cfg.model.head.loss.type == 'CrossEntropyLoss'
 
 
@@ -244,12 +289,10 @@ def test_swin_configs_exist():
 @pytest.mark.parametrize('path', SWIN_CONFIGS, ids=[osp.basename(p)[:-3] for p in SWIN_CONFIGS])
 def test_swin_dtl_config(path):
     """DTL / DTL+ on Swin-B with the authors' Swin-B VTAB scripts: r 4, side maps before blocks
-    4-23, add-back after 14-23, their per-dataset lr and drop path."""
+    4-23, add-back after 14-23, the published per-dataset lr, drop path and DTL+ kernel."""
     cfg = Config.fromfile(path)
     _, method, dataset = osp.basename(path)[:-3].split('_', 2)
-    (lr, dp), (plus_lr, plus_dp, kernel) = GEN.DTL_SWIN[dataset]
-    if method == 'dtl+':
-        lr, dp = plus_lr, plus_dp
+    lr, dp, kernel = published_dtl(DTL_SWIN_PUBLISHED, method, dataset)
     backbone = cfg.model.backbone
     assert backbone.backbone.type == 'SwinTransformer' and backbone.backbone.arch == 'base'
     assert backbone.backbone.drop_path_rate == dp and cfg.optim_wrapper.optimizer.lr == lr
@@ -257,7 +300,7 @@ def test_swin_dtl_config(path):
     assert backbone.method.rank == 4
     assert tuple(backbone.method.side_blocks) == tuple(range(4, 24))
     assert tuple(backbone.method.add_blocks) == tuple(range(14, 24))
-    assert backbone.method.kernel_size == (kernel if method == 'dtl+' else 0)
+    assert backbone.method.kernel_size == kernel
     assert cfg.model.head.in_channels == 1024
     assert cfg.model.head.num_classes == VTAB_DATASETS[dataset][1]
     assert cfg.train_dataloader.batch_size == 32

@@ -1,5 +1,6 @@
 """PEFTBackbone with the first methods on mmpretrain ViT and Swin inside an ImageClassifier."""
 import copy
+import re
 
 import pytest
 import torch
@@ -274,7 +275,8 @@ def test_fact_on_mmpretrain_vit(tmp_path, method):
     assert set(model.backbone.state_dict()) == set(plain.state_dict())
 
 
-# every method with a tiny setting (FacT shares its factors across blocks of one width: ViT only)
+# every method with a tiny setting (FacT shares its factors across blocks of one width: ViT
+# only; on Swin the tests below check its refusal)
 ALL_METHODS = dict(METHODS, **{'FacT-TT': dict(type='FacT-TT', rank=4, scale=2.0),
                                'FacT-TK': dict(type='FacT-TK', rank=4, scale=2.0)})
 
@@ -289,12 +291,24 @@ def perturb_trainable(model, std=0.05, seed=3):
                 p.add_(std * torch.randn_like(p))
 
 
+def assert_fact_refused_on_swin(tmp_path, method):
+    """FacT shares its factors across blocks, so it refuses Swin (stage widths 16 and 32)."""
+    _, path = pretrained_file(tmp_path, TINY_SWIN)
+    message = re.escape(' shares its factors across blocks, which needs one width; this '
+                        'backbone has widths [16, 32] (Swin stages)')
+    # the message names the class (FacTTT / FacTTK) rather than the registered FacT-TT / FacT-TK
+    with pytest.raises(ValueError, match=method.replace('-', '-?') + message):
+        MODELS.build(classifier_cfg(TINY_SWIN, ALL_METHODS[method], path))
+
+
 @pytest.mark.parametrize('backbone_cfg', [TINY_VIT, TINY_SWIN], ids=['vit', 'swin'])
 @pytest.mark.parametrize('method', [m for m in ALL_METHODS if m != 'LinearProbe'])
 def test_trainable_round_trip_every_method(tmp_path, backbone_cfg, method):
-    """Trainable-only state dict -> a freshly built model: bit-identical outputs."""
+    """Trainable-only state dict -> a freshly built model: bit-identical outputs (FacT on
+    Swin: the refusal to build)."""
     if method in ('FacT-TT', 'FacT-TK') and backbone_cfg is TINY_SWIN:
-        pytest.skip('FacT needs one width (refused on Swin, tested elsewhere)')
+        assert_fact_refused_on_swin(tmp_path, method)
+        return
     _, path = pretrained_file(tmp_path, backbone_cfg)
     cfg = classifier_cfg(backbone_cfg, ALL_METHODS[method], path)
     model = MODELS.build(cfg)
@@ -314,9 +328,11 @@ def test_trainable_round_trip_every_method(tmp_path, backbone_cfg, method):
 @pytest.mark.parametrize('method', [m for m in ALL_METHODS if m != 'LinearProbe'])
 def test_merge_every_mergeable_method(tmp_path, backbone_cfg, method):
     """Mergeable methods: merged == unmerged in eval (fp32, max abs diff < 1e-5) and the merged
-    backbone has the plain keys; the others refuse with a TypeError and stay as they were."""
+    backbone has the plain keys; the others refuse with a TypeError and stay as they were (FacT
+    on Swin: the refusal to build)."""
     if method in ('FacT-TT', 'FacT-TK') and backbone_cfg is TINY_SWIN:
-        pytest.skip('FacT needs one width (refused on Swin, tested elsewhere)')
+        assert_fact_refused_on_swin(tmp_path, method)
+        return
     plain, path = pretrained_file(tmp_path, backbone_cfg)
     model = MODELS.build(classifier_cfg(backbone_cfg, ALL_METHODS[method], path))
     perturb_trainable(model)

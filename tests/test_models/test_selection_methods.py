@@ -1,6 +1,5 @@
 """SCT and GPS: the selection pass, the formula, only selected elements train, merge, the
 trainable-only round trip, and their errors."""
-import copy
 
 import pytest
 import torch
@@ -136,6 +135,60 @@ def test_sct_selection_formula_and_training(tmp_path, backbone):
         torch.testing.assert_close(fresh.backbone(x)[-1], model.backbone(x)[-1], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize('mode', ['attn', 'mlp'])
+def test_sct_picks_largest_class_aware_scores(tmp_path, mode):
+    """A constructed case. With the attention and MLP outputs zeroed and no position embedding,
+    every block sees the patch tokens ``a_b * U[y_b]`` of sample ``b`` (where SCT scores: the
+    attention residual, or the block output), so the class-aware score is known by hand. The
+    frequent class 0 is strong in channels 0-3, the rare classes 1 and 2 in channels 4-7, and
+    the cls token (to be left out) is huge in channels 8-11: the largest class-aware scores are
+    channels 4-7, while the smallest scores, the class-agnostic norm and a score counting the
+    cls token each pick other channels."""
+    _, model = build(tmp_path, 'vit', dict(type='SCT', top_n=4, mode=mode))
+    vit = model.backbone
+    u = 0.1 * torch.rand(3, 32, generator=torch.Generator().manual_seed(0))  # (class, channel)
+    u[0, 0:4] = 2.5
+    u[1:, 4:8] = 4.0
+    with torch.no_grad():
+        for layer in vit.layers:
+            for linear in (layer.attn.proj, layer.ffn.layers[1]):
+                linear.weight.zero_()
+                linear.bias.zero_()
+        vit.pos_embed.zero_()
+        vit.cls_token.zero_()
+        vit.cls_token[..., 8:12] = 100.0
+        # an 8 x 8 patch of image channel k filled with a becomes the token a * u[k]
+        vit.patch_embed.projection.bias.zero_()
+        vit.patch_embed.projection.weight.copy_(u.t()[:, :, None, None].expand(-1, -1, 8, 8) / 64)
+    labels = torch.tensor([0, 0, 0, 1, 0, 0, 0, 2])
+    amps = torch.tensor([1.0, 0.9, 1.1, 1.0, 1.0, 1.1, 0.9, 1.0])
+    images = torch.zeros(8, 3, 32, 32)
+    images[torch.arange(8), labels] = amps[:, None, None]
+    data = [dict(inputs=images[i:i + 4],
+                 data_samples=[DataSample().set_gt_label(int(c)) for c in labels[i:i + 4]])
+            for i in (0, 4)]
+    method_of(model).select(model, iter(data))
+
+    patches = (amps[:, None] * u[labels])[:, None].expand(-1, 16, -1)  # (B, 16 tokens, C)
+    cls = vit.cls_token.detach().reshape(1, 1, 32).expand(8, -1, -1)
+
+    def class_aware(tokens):
+        """Mean over classes of each channel's L2 norm over the class's samples and tokens."""
+        return torch.stack([tokens[labels == c].pow(2).sum((0, 1)).sqrt()
+                            for c in range(3)]).mean(0)
+
+    def top4(score, largest=True):
+        return score.topk(4, largest=largest).indices.sort().values.tolist()
+
+    expected = top4(class_aware(patches))
+    assert expected == [4, 5, 6, 7]
+    assert top4(class_aware(patches), largest=False) != expected
+    assert top4(patches.pow(2).sum((0, 1)).sqrt()) == [0, 1, 2, 3]  # class-agnostic norm
+    assert top4(class_aware(torch.cat([cls, patches], 1))) == [8, 9, 10, 11]  # cls counted
+    for block in get_peft_state(model)[0].spec.blocks:
+        assert block.module.sct.index.tolist() == expected, block.index
+
+
 def test_sct_mlp_merge_is_exact(tmp_path):
     _, model = build(tmp_path, 'vit', dict(type='SCT', top_n=4, mode='mlp'))
     sct = method_of(model)
@@ -170,23 +223,51 @@ def test_sct_errors(tmp_path):
 # --- GPS -------------------------------------------------------------------------------------
 def test_supervised_contrastive_loss():
     feats = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
-    same = supervised_contrastive_loss(feats, torch.tensor([0, 0, 1, 1]))
-    crossed = supervised_contrastive_loss(feats, torch.tensor([0, 1, 0, 1]))
-    assert same < crossed  # classes that cluster have the lower loss
     z = torch.nn.functional.normalize(feats, dim=1)
     logits = z @ z.t() / 0.07
-    expected = -(logits[0, 1] - torch.logsumexp(logits[0, [1, 2, 3]], 0))
+
+    def term(anchor, positives, others):
+        """``-mean_p log softmax`` of the anchor's positives among its other samples."""
+        log_prob = logits[anchor] - torch.logsumexp(logits[anchor, others], 0)
+        return -log_prob[positives].mean()
+
+    same = supervised_contrastive_loss(feats, torch.tensor([0, 0, 1, 1]))
+    torch.testing.assert_close(same, (term(0, [1], [1, 2, 3]) + term(1, [0], [0, 2, 3]) +
+                                      term(2, [3], [0, 1, 3]) + term(3, [2], [0, 1, 2])) / 4)
+    crossed = supervised_contrastive_loss(feats, torch.tensor([0, 1, 0, 1]))
+    torch.testing.assert_close(crossed, (term(0, [2], [1, 2, 3]) + term(1, [3], [0, 2, 3]) +
+                                         term(2, [0], [0, 1, 3]) + term(3, [1], [0, 1, 2])) / 4)
+    assert same < crossed  # classes that cluster have the lower loss
+    # anchors 0 and 1 have one positive each, anchor 2 none (left out of the mean)
     single = supervised_contrastive_loss(feats[:3], torch.tensor([0, 0, 1]))
-    # anchors 0 and 1 have one positive each, anchor 2 none
-    expected_1 = -(logits[1, 0] - torch.logsumexp(logits[1, [0, 2]], 0))
-    exp0 = -(logits[0, 1] - torch.logsumexp(logits[0, [1, 2]], 0))
-    torch.testing.assert_close(single, (exp0 + expected_1) / 2)
-    assert expected > 0
+    torch.testing.assert_close(single, (term(0, [1], [1, 2]) + term(1, [0], [0, 2])) / 2)
+    # two positives per anchor: their log-probabilities are averaged; anchor 3 has none
+    triple = supervised_contrastive_loss(feats, torch.tensor([0, 0, 0, 1]))
+    torch.testing.assert_close(triple, (term(0, [1, 2], [1, 2, 3]) + term(1, [0, 2], [0, 2, 3]) +
+                                        term(2, [0, 1], [0, 1, 3])) / 3)
+    assert supervised_contrastive_loss(feats, torch.arange(4)) == 0  # no positive at all
+
+
+def reference_gps_scores(plain, model, weights, data):
+    """``|sum over batches of dL/dW|`` per GPS weight, as ``(rows, inputs)``, computed on the
+    plain backbone (its pooled last output) with the supervised contrastive loss."""
+    names = {id(p): n for n, p in model.backbone.named_parameters()}
+    params = dict(plain.named_parameters())
+    refs = [params[names[id(w)]] for w in weights]
+    totals = [torch.zeros_like(w) for w in refs]
+    for d in data:
+        feats = plain(d['inputs'])[-1]
+        feats = feats.flatten(2).mean(-1) if feats.dim() > 2 else feats  # Swin: the neck's GAP
+        labels = torch.tensor([int(s.gt_label) for s in d['data_samples']])
+        grads = torch.autograd.grad(supervised_contrastive_loss(feats, labels), refs)
+        for total, g in zip(totals, grads):
+            total += g
+    return [t.abs().reshape(t.shape[0], -1) for t in totals]
 
 
 @pytest.mark.parametrize('backbone', list(BACKBONES))
 def test_gps_selects_and_trains_only_selected_entries(tmp_path, backbone):
-    _, model = build(tmp_path, backbone, dict(type='GPS', connections=2))
+    plain, model = build(tmp_path, backbone, dict(type='GPS', connections=2))
     gps = method_of(model)
     weights = [w for w, _ in gps._weights]
     with pytest.raises(RuntimeError, match='PEFTSelectionHook'):
@@ -194,12 +275,16 @@ def test_gps_selects_and_trains_only_selected_entries(tmp_path, backbone):
     for p in model.parameters():
         p.grad = None
     assert 'GPS selected 2 input(s) per neuron' in gps.select(model, iter(batches()))
-    for i, w in enumerate(weights):
+    scores = reference_gps_scores(plain, model, weights, batches())
+    for i, (w, score) in enumerate(zip(weights, scores)):
         idx = getattr(gps, f'connections_{i}')
         assert idx.shape == (w.shape[0], 2) and (idx >= 0).all()
         assert (idx < w[0].numel()).all()
-        assert len({tuple(r) for r in idx.sort(1).values.tolist()}) >= 1
         assert (idx[:, 0] != idx[:, 1]).all()
+        # per row, the two inputs with the largest |gradient| (up to rounding of near-ties)
+        second = torch.topk(score, 2, dim=1).values[:, 1]
+        picked = score.gather(1, idx).min(1).values
+        assert (picked >= second * (1 - 1e-4)).all(), f'weight {i}'
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     optim = OptimWrapper(torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=0))
     for data in batches(2, seed=3):
@@ -228,6 +313,55 @@ def test_gps_selects_and_trains_only_selected_entries(tmp_path, backbone):
         unmerged = model.backbone(x)[-1]
         get_peft_state(model)[0].merge()
         torch.testing.assert_close(model.backbone(x)[-1], unmerged, rtol=0, atol=0)
+
+
+class GradientProbe(torch.nn.Module):
+    """Stands in for the classifier in GPS's selection pass: its pooled features are
+    ``base + s * direction`` with ``s = sum_i <coef_i, W_i>``, so the gradient of any loss of
+    them with respect to each tuned weight ``W_i`` is ``dL/ds * coef_i``."""
+
+    def __init__(self, weights, coefs, base, direction):
+        super().__init__()
+        self.weights, self.coefs = weights, coefs
+        self.base, self.direction = base, direction
+
+    def extract_feat(self, inputs):
+        s = sum((w * c).sum() for w, c in zip(self.weights, self.coefs))
+        return self.base + s * self.direction
+
+
+def test_gps_picks_largest_gradient_magnitudes(tmp_path):
+    """A constructed case: the gradient of every tuned weight is a known coefficient tensor
+    (distinct integer magnitudes shuffled per row, random signs) times one common factor. Per
+    row, GPS must keep the two inputs of largest magnitude, not the smallest nor the largest
+    signed gradients."""
+    _, model = build(tmp_path, 'vit', dict(type='GPS', connections=2))
+    gps = method_of(model)
+    weights = [w for w, _ in gps._weights]
+    g = torch.Generator().manual_seed(0)
+    coefs = []
+    for w in weights:
+        rows, inputs = w.shape[0], w[0].numel()
+        mags = torch.stack([torch.randperm(inputs, generator=g) + 1.0 for _ in range(rows)])
+        signs = torch.randint(0, 2, (rows, inputs), generator=g) * 2.0 - 1.0
+        coefs.append((mags * signs).reshape(w.shape))
+    probe = GradientProbe(weights, coefs, torch.randn(6, 8, generator=g),
+                          torch.randn(6, 8, generator=g))
+    labels = [0, 0, 1, 1, 2, 2]
+    data = [dict(inputs=torch.zeros(6, 1),
+                 data_samples=[DataSample().set_gt_label(c) for c in labels])]
+    gps.select(probe, iter(data))
+
+    def top2(score):
+        """Per row, the column indices of the two largest entries, in ascending order."""
+        return score.argsort(1, descending=True)[:, :2].sort(1).values
+
+    for i, coef in enumerate(coefs):
+        coef = coef.reshape(coef.shape[0], -1)
+        expected = top2(coef.abs())
+        for wrong in (top2(-coef.abs()), top2(coef), top2(-coef)):
+            assert not torch.equal(wrong, expected)
+        assert torch.equal(getattr(gps, f'connections_{i}').sort(1).values, expected), i
 
 
 def test_gps_refuses_weight_decay_and_counts(tmp_path):

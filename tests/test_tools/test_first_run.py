@@ -4,7 +4,6 @@ the data and the pretrained checkpoint at the configs' own relative paths."""
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 
@@ -15,6 +14,7 @@ from PIL import Image
 
 pytest.importorskip('mmpretrain')
 import vpetl_mm  # noqa: E402,F401  (allow-lists mmengine's checkpoint types for torch.load)
+from tests._dist_helpers import free_port  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DTL_CFG = 'configs/vtab/vit-b_dtl_cifar100.py'
@@ -71,12 +71,6 @@ def write_pretrained(path, **arch):
     vit.init_weights()
     os.makedirs(osp.dirname(path), exist_ok=True)
     torch.save({'state_dict': vit.state_dict()}, path)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def run(cmd, cwd, timeout=600):

@@ -16,6 +16,7 @@ from mmengine.registry import HOOKS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
+from tests._dist_helpers import free_port  # noqa: E402
 from tools import test as test_tool  # noqa: E402
 from tools import train as train_tool  # noqa: E402
 
@@ -141,18 +142,21 @@ train_cfg = dict(max_epochs=1, val_interval=1)
 param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=True)]
 default_hooks = dict(checkpoint=dict(interval=1), logger=dict(interval=1))
 custom_imports = dict(imports=['vpetl_mm', 'tests._dist_helpers'], allow_failed_imports=False)
-custom_hooks = [dict(type='vpetl_mm.PEFTSummaryHook'), dict(type='vpetl_mm.TrainableCheckpointHook'),
+custom_hooks = [dict(type='vpetl_mm.PEFTSummaryHook'),
+                dict(type='vpetl_mm.TrainableCheckpointHook'),
                 dict(type='DumpTrainablePerRankHook')]
 '''
 
 
 def test_dist_train_two_processes_on_cpu(tmp_path, digits_root, tiny_pretrained):
+    """tools/dist_train.sh, 2 CPU processes (gloo), DTL for one epoch: the trainable weights
+    move, both ranks end with identical ones, and rank 0's checkpoint holds them."""
     base = osp.join(ROOT, 'configs', 'vtab', 'vit-b_dtl_cifar100.py')
     if not osp.exists(base):
         pytest.skip('VTAB configs not generated')
     cfg = tmp_path / 'tiny_dtl.py'
     cfg.write_text(DIST_CFG.format(base=base, pretrained=tiny_pretrained, data_root=digits_root))
-    env = dict(os.environ, PORT='29517', PYTHON=sys.executable, OMP_NUM_THREADS='1')
+    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable, OMP_NUM_THREADS='1')
     out = subprocess.run(['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(cfg), '2',
                           '--work-dir', str(tmp_path / 'work')],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
@@ -162,8 +166,19 @@ def test_dist_train_two_processes_on_cpu(tmp_path, digits_root, tiny_pretrained)
     assert r0.keys() == r1.keys() and any('peft.' in k for k in r0)
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
+    # training moved the weights: DTL's up projections start at exactly zero, one per block
+    ups = [k for k in r0 if k.startswith('backbone.peft.') and k.endswith('.up')]
+    assert len(ups) == 4, sorted(r0)
+    for k in ups:
+        assert r0[k].abs().min().item() > 0, f'{k} did not train'
     assert [osp.basename(p) for p in glob.glob(str(tmp_path / 'work' / '*.pth'))
             if 'epoch' in p] == ['epoch_1.pth']
+    # rank 0's checkpoint holds the same trained weights as rank 1's dump
+    saved = torch.load(tmp_path / 'work' / 'epoch_1.pth', map_location='cpu',
+                       weights_only=True)['state_dict']
+    assert saved.keys() == r1.keys()
+    for k in r1:
+        assert torch.equal(saved[k], r1[k]), k
 
 
 @pytest.mark.parametrize('method', ['sct', 'gps'])
