@@ -1,5 +1,5 @@
-"""DyT: the dispatch formula, real token skipping at inference, the rate loss through its hook,
-and the toolbox families."""
+"""DyT: the init, the dispatch formula (plain and MoE adapters) written out in plain torch, real
+token skipping at inference, the rate loss through its hook, and the toolbox families."""
 import copy
 
 import pytest
@@ -12,6 +12,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
+from tests.test_models.reference import assert_normal, assert_uniform, embed, vit_b  # noqa: E402
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_VIT, batch,  # noqa: E402
                                                              classifier_cfg, pretrained_file)
 from tests.test_models.test_specs_toolboxes import FAMILIES, features, setup  # noqa: E402
@@ -30,9 +31,72 @@ def build(tmp_path, **kwargs):
     model = MODELS.build(classifier_cfg(TINY_VIT, dict(type='DyT', bottleneck=4, **kwargs), path))
     with torch.no_grad():  # a trained-looking adapter and dispatcher that skips some tokens
         for layer in model.backbone.layers:
-            layer.dyt.up.weight.normal_(0, 0.1)
+            if kwargs.get('experts', 1) > 1:
+                for p in (layer.dyt.moe.up_weight, layer.dyt.moe.up_bias,
+                          layer.dyt.moe.down_bias, layer.dyt.moe.router.bias):
+                    p.normal_(0, 0.3)
+                layer.dyt.moe.router.weight.normal_(0, 0.5)
+            else:
+                for p in (layer.dyt.up.weight, layer.dyt.up.bias, layer.dyt.down.bias):
+                    p.normal_(0, 0.3)
             layer.dyt.dispatcher.weight.normal_(0, 0.5)
+            layer.dyt.dispatcher.bias.normal_(0, 0.1)
     return plain, model
+
+
+def linear_adapter(mods, h):
+    """The block's adapter from its tensors, before the scale: ``up(ReLU(down(h)))``."""
+    z = F.relu(F.linear(h, mods.down.weight, mods.down.bias))
+    return F.linear(z, mods.up.weight, mods.up.bias)
+
+
+def moe_adapter(mods, h):
+    """The MoE adapter from its tensors, before the scale: per sample
+    ``alpha = softmax(router(mean_tokens h))`` merges the experts' weights and biases."""
+    moe, out = mods.moe, []
+    for sample in h:
+        alpha = torch.softmax(F.linear(sample.mean(0), moe.router.weight, moe.router.bias), -1)
+        down, down_bias, up, up_bias = (torch.einsum('e,e...->...', alpha, t) for t in (
+            moe.down_weight, moe.down_bias, moe.up_weight, moe.up_bias))
+        out.append(F.linear(F.relu(F.linear(sample, down, down_bias)), up, up_bias))
+    return torch.stack(out)
+
+
+def dyt_by_hand(plain, model, x, scale, adapter):
+    """Eval-mode DyT on the plain ViT: per block ``h = x + Attn(LN1 x)``,
+    ``m = [sigmoid(dispatcher(h_patch)) > 0.5]`` (cls: 1),
+    ``y = h + m * MLP(LN2 h) + scale * adapter(h)``; the final norm's cls token and the
+    number of patch tokens that went through the MLPs."""
+    tokens, kept = embed(plain, x), 0
+    for layer, ours in zip(plain.layers, model.backbone.layers):
+        mods = ours.dyt
+        h = tokens + layer.attn(layer.ln1(tokens))
+        logits = F.linear(h[:, 1:], mods.dispatcher.weight, mods.dispatcher.bias).squeeze(-1)
+        decision = (torch.sigmoid(logits) > 0.5).float()
+        kept += int(decision.sum())
+        mask = torch.cat([torch.ones(len(x), 1), decision], 1)[..., None]
+        tokens = h + mask * layer.ffn.layers(layer.ln2(h)) + scale * adapter(mods, h)
+    return plain.ln1(tokens)[:, 0], kept
+
+
+def test_init():
+    """The authors' init: dispatcher truncated-normal (std 0.02) with a zero bias, ``down``
+    kaiming-uniform (a=sqrt 5: +-1/sqrt(C)) with a zero bias, ``up`` exactly zero; the MoE
+    experts the same, the router truncated-normal (std 0.02) with a zero bias."""
+    mods = [m.dyt for m in vit_b(dict(type='DyT')).layers]
+    assert_normal(torch.cat([m.dispatcher.weight.flatten() for m in mods]), 0.02)
+    assert_uniform(torch.cat([m.down.weight.flatten() for m in mods]), 768**-0.5)
+    for m in mods:
+        assert m.dropout.p == 0.1 and m.scale == 1.0
+        for p in (m.dispatcher.bias, m.down.bias, m.up.weight, m.up.bias):
+            assert not p.any()
+    moes = [m.dyt.moe for m in vit_b(dict(type='DyT', experts=4)).layers]
+    assert_normal(torch.cat([m.router.weight.flatten() for m in moes]), 0.02)
+    assert_uniform(torch.cat([m.down_weight.flatten() for m in moes]), 768**-0.5)
+    assert moes[0].down_weight.shape == (4, 64, 768) and moes[0].up_weight.shape == (4, 768, 64)
+    for m in moes:
+        for p in (m.router.bias, m.down_bias, m.up_weight, m.up_bias):
+            assert not p.any()
 
 
 def test_counts():
@@ -45,21 +109,13 @@ def test_counts():
 
 
 def test_inference_formula_and_real_skipping(tmp_path):
-    plain, model = build(tmp_path)
+    """Scale 0.7, random adapter, biases and dispatcher: the output equals
+    :func:`dyt_by_hand`, and the MLPs' fc1 sees only the kept tokens."""
+    plain, model = build(tmp_path, scale=0.7)
     model.eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        tokens, _ = plain.patch_embed(x)
-        tokens = torch.cat([plain.cls_token.expand(4, -1, -1), tokens], 1) + plain.pos_embed
-        kept = 0
-        for layer, ours in zip(plain.layers, model.backbone.layers):
-            h = tokens + layer.attn(layer.ln1(tokens))
-            decision = (ours.dyt.dispatcher(h[:, 1:]).squeeze(-1) > 0).float()
-            kept += int(decision.sum())
-            mask = torch.cat([torch.ones(4, 1), decision], 1)[..., None]
-            adapter = ours.dyt.up(F.relu(ours.dyt.down(h)))
-            tokens = h + mask * layer.ffn.layers(layer.ln2(h)) + adapter
-        expected = plain.ln1(tokens)[:, 0]
+        expected, kept = dyt_by_hand(plain, model, x, 0.7, linear_adapter)
         dyt = model.backbone.peft.methods['dyt']
         dyt.activation_rate()  # reset
         seen = []
@@ -67,6 +123,7 @@ def test_inference_formula_and_real_skipping(tmp_path):
             layer.ffn.layers[0][0].register_forward_pre_hook(  # fc1
                 lambda m, a: seen.append(a[0].shape))
         out = model.backbone(x)[-1]
+        assert (out - plain(x)[-1]).abs().max() > 1e-2
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     assert 0 < kept < 4 * 16 * 4  # some tokens skipped, some kept
     assert dyt.activation_rate() == pytest.approx(kept / (4 * 16 * 4))
@@ -161,33 +218,23 @@ def test_self_distillation(tmp_path):
 
 
 def test_moe_adapter_counts_and_formula(tmp_path):
-    """experts=E: per sample, alpha = softmax(router(token mean)); the merged adapter equals the
-    alpha-weighted sum of the E expert adapters' outputs (it is linear in the weights up to the
-    ReLU, which sees the merged down projection); zero up projections start at exactly zero."""
+    """experts=E: per sample, alpha = softmax(router(token mean of h)) merges the E experts'
+    weights and biases into one adapter; with scale 0.5 and every expert tensor drawn, the
+    wrapped backbone equals :func:`dyt_by_hand` with :func:`moe_adapter`."""
     with torch.device('meta'):
         bb = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', method=dict(
             type='DyT', bottleneck=64, experts=4), backbone=dict(
                 type='VisionTransformer', arch='b', img_size=224, init_cfg=None)))
     assert sum(p.numel() for p in bb.parameters() if p.requires_grad) == 4804668
-    from vpetl_mm.peft.dyt import DyTBlockModules
-    torch.manual_seed(0)
-    mods = DyTBlockModules(8, 3, scale=0.5, dropout=0.0, experts=3).eval()
-    h = torch.randn(2, 5, 8)
-    assert torch.equal(mods.adapter(h), torch.zeros(2, 5, 8))  # zero-initialised up
-    moe = mods.moe
+    plain, model = build(tmp_path, experts=3, scale=0.5)
+    model.eval()
+    x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        for p in (moe.up_weight, moe.up_bias, moe.down_bias, moe.router.weight):
-            p.normal_(0, 0.5)
-    expected = []
-    for b in range(2):
-        alpha = torch.softmax(h[b].mean(0) @ moe.router.weight.T + moe.router.bias, -1)
-        down = sum(alpha[e] * moe.down_weight[e] for e in range(3))
-        down_bias = sum(alpha[e] * moe.down_bias[e] for e in range(3))
-        up = sum(alpha[e] * moe.up_weight[e] for e in range(3))
-        up_bias = sum(alpha[e] * moe.up_bias[e] for e in range(3))
-        expected.append(0.5 * (F.relu(h[b] @ down.T + down_bias) @ up.T + up_bias))
-    torch.testing.assert_close(mods.adapter(h), torch.stack(expected), rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(expected[0], torch.zeros_like(expected[0]))
+        expected, kept = dyt_by_hand(plain, model, x, 0.5, moe_adapter)
+        out = model.backbone(x)[-1]
+        assert (out - plain(x)[-1]).abs().max() > 1e-2
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert 0 < kept < 4 * 16 * 4
     with pytest.raises(ValueError, match='experts'):
         vpetl_mm.peft.dyt.DyT(experts=0)
 

@@ -1,7 +1,8 @@
 """E3VA on the dense Swins: the highway formula, no activations inside the frozen blocks,
-training (adapters and output norms only), refusal elsewhere, the Swin-B count."""
+training (adapters and output norms only), refusal elsewhere, the Swin-B count and init."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
@@ -9,13 +10,29 @@ from mmengine.registry import init_default_scope  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
 from tests.test_models.checks import moved, train_and_check_frozen  # noqa: E402
+from tests.test_models.reference import assert_uniform  # noqa: E402
 from tests.test_models.test_specs_toolboxes import setup  # noqa: E402
 
 E3VA = dict(type='E3VA', branches=2, kernel=2)
 
 
+def synthesized(layer):
+    """``W = sum_i A_i G_i B_i`` ``(in, out)`` from a synthesised projection's factor tensors."""
+    return sum(layer.a[i] @ layer.g[i] @ layer.b[i] for i in range(len(layer.a)))
+
+
+def highway_adapter(adapter, a):
+    """The highway adapter from its tensors: ``P2(GELU(P1(a)))`` with ``P(x) = x W + b``."""
+    z = F.gelu(a @ synthesized(adapter.down) + adapter.down.bias)
+    return z @ synthesized(adapter.up) + adapter.up.bias
+
+
 @pytest.mark.parametrize('family', ['mmseg-swin', 'mmdet-swin'])
 def test_highway_formula_and_training(family, tmp_path):
+    """With the zero-initialised ``up`` factor and bias drawn: ``h_0`` = the patch embedding,
+    every block adds ``A_attn(a) + A_mlp(m)`` of its attention-branch and MLP outputs (written
+    out from the tensors), a stage's output is ``LN_s(h)`` (the trainable output norm), ``h``
+    continues through the frozen patch merging. Then training moves the adapters only."""
     plain, build, batch_fn = setup(family, tmp_path)
     model = build(E3VA)
     data, x = batch_fn()
@@ -25,6 +42,10 @@ def test_highway_formula_and_training(family, tmp_path):
         for pair in e3va.adapters:
             for adapter in pair:
                 adapter.up.b.normal_(0, 0.3)
+                adapter.up.bias.normal_(0, 0.3)
+        for name, p in bb.named_parameters():  # the trainable output norms, drawn
+            if name.startswith('norm'):
+                p.normal_(1.0 if name.endswith('weight') else 0.0, 0.5)
     taps = []
     blocks = [b for s in plain.stages for b in s.blocks]
     for block in blocks:
@@ -38,15 +59,20 @@ def test_highway_formula_and_training(family, tmp_path):
         for i, stage in enumerate(plain.stages):
             for _ in stage.blocks:
                 pair = e3va.adapters[j]
-                h = h + pair[0](taps[2 * j]) + pair[1](taps[2 * j + 1])
+                h = h + highway_adapter(pair[0], taps[2 * j]) + highway_adapter(
+                    pair[1], taps[2 * j + 1])
                 j += 1
             if i in plain.out_indices:
                 norm = getattr(bb, f'norm{i}')
-                outs.append(norm(h).view(-1, *hw, h.shape[-1]).permute(0, 3, 1, 2))
+                y = F.layer_norm(h, (h.shape[-1], ), norm.weight, norm.bias, norm.eps)
+                outs.append(y.view(-1, *hw, h.shape[-1]).permute(0, 3, 1, 2))
             if stage.downsample is not None:
                 h, hw = stage.downsample(h, hw)
-        for got, expected in zip(bb(x), outs):
-            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        got = bb(x)
+        assert outs and len(got) == len(outs)
+        for out, expected, bare in zip(got, outs, plain(x)):
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+            assert (out - bare).abs().max() > 1e-2
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     in_backbone = {n for n in trainable if n.startswith('backbone.')}
     assert all('.e3va.' in n or n.startswith('backbone.norm') for n in in_backbone), in_backbone
@@ -82,7 +108,10 @@ def test_refused_outside_dense_swins(tmp_path):
         build(E3VA)
 
 
-def test_swin_b_count():
+def test_swin_b_count_and_init():
+    """Swin-B: the published 1.20M; ``up``'s ``B`` factors and bias exactly zero, every other
+    factor kaiming-uniform (a=sqrt 5) per branch, U(+-1/sqrt(size(1))), the ``down`` bias
+    U(+-1/sqrt(C)) (the LoRand authors' init)."""
     init_default_scope('mmseg')
     from mmseg.registry import MODELS
     bb = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', method=dict(type='E3VA'), backbone=dict(
@@ -90,3 +119,12 @@ def test_swin_b_count():
         window_size=7, drop_path_rate=0.0, out_indices=(0, 1, 2, 3), init_cfg=None)))
     assert sum(p.numel() for p in bb.peft.parameters()) == 1203456
     assert sum(p.numel() for p in bb.parameters() if p.requires_grad) == 1203456 + 3840
+    adapters = [a for pair in bb.peft.methods['e3va'].adapters for a in pair]
+    assert all(not a.up.b.any() and not a.up.bias.any() for a in adapters)
+    scaled = []  # every factor in units of its bound
+    for a in adapters:
+        assert a.down.a.shape[1:] == (a.up.b.shape[2], 8) and a.down.b.shape[2] == a.up.a.shape[1]
+        for factor in (a.down.a, a.down.g, a.down.b, a.up.a, a.up.g):
+            scaled.append(factor.detach().flatten() * factor.shape[2]**0.5)
+        scaled.append(a.down.bias.detach() * a.down.a.shape[1]**0.5)
+    assert_uniform(torch.cat(scaled), 1.0)

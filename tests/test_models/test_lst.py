@@ -1,7 +1,8 @@
-"""LST: the ladder formula, no activations kept inside the frozen blocks, training, refusal on
-Swin, the toolbox ViTs and the round trip."""
+"""LST: the init, the ladder formula written out in plain torch, no activations kept inside the
+frozen blocks, training, refusal on Swin, the toolbox ViTs and the round trip."""
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.optim import OptimWrapper
 
 pytest.importorskip('mmpretrain')
@@ -9,12 +10,14 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
+from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
+                                      train_and_check_frozen)
+from tests.test_models.reference import (assert_uniform, attention, embed,  # noqa: E402
+                                         layer_norm, saved_bytes, vit_b)
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT,  # noqa: E402
                                                              batch, classifier_cfg,
                                                              pretrained_file)
 from tests.test_models.test_specs_toolboxes import features, setup  # noqa: E402
-from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
-                                      train_and_check_frozen)
 
 LST = dict(type='LST', reduction=4, num_heads=2)
 
@@ -24,48 +27,59 @@ def scope():
     init_default_scope('mmpretrain')
 
 
+def side_layer(layer, h):
+    """A pre-norm side layer from its tensors: ``h += MHA(LN1 h)``; ``h += W2 GELU(W1 LN2 h)``."""
+    x = layer_norm(h, layer.norm1)
+    h = h + attention(x, x, layer.attn)
+    fc1, fc2 = layer.mlp[0], layer.mlp[2]
+    z = F.gelu(F.linear(layer_norm(h, layer.norm2), fc1.weight, fc1.bias))
+    return h + F.linear(z, fc2.weight, fc2.bias)
+
+
+def test_init():
+    """Gates exactly zero (``g = 1/2``), ``T = 0.1``; the bias-free down / ladders / up and the
+    side linears uniform in +-1/sqrt(fan_in) (nn.Linear), the side attention's input
+    projection xavier-uniform with zero biases, the side norms 1 / 0."""
+    lst = vit_b(dict(type='LST')).peft.methods['lst']
+    assert lst.gate_temperature == 0.1
+    assert lst.gates.shape == (12, ) and not lst.gates.any()
+    assert lst.down.bias is None and lst.up.bias is None
+    assert all(ladder.bias is None for ladder in lst.ladders)
+    assert_uniform(torch.cat([lst.down.weight.flatten(), *(m.weight.flatten()
+                                                         for m in lst.ladders)]), 768**-0.5)
+    assert_uniform(lst.up.weight, 96**-0.5)
+    for layer in lst.side:
+        assert_uniform(layer.attn.in_proj_weight, (6 / (96 + 3 * 96))**0.5)
+        assert not layer.attn.in_proj_bias.any() and not layer.attn.out_proj.bias.any()
+        assert torch.equal(layer.norm1.weight, torch.ones(96)) and not layer.norm2.bias.any()
+    assert_uniform(torch.cat([layer.mlp[0].weight.flatten() for layer in lst.side]), 96**-0.5)
+
+
 def test_formula(tmp_path):
+    """Every step written out from the tensors, with random gates, biases and norms and a
+    temperature of 0.5: ``h = down(z_0)``, ``h = side_i(g_i h + (1 - g_i) ladder_i(y_i))``
+    with ``g_i = sigmoid(alpha_i / T)``, the output ``LN(up(h))``."""
     plain, path = pretrained_file(tmp_path, TINY_VIT)
     plain.eval()
-    model = MODELS.build(classifier_cfg(TINY_VIT, LST, path))
+    model = MODELS.build(classifier_cfg(TINY_VIT, dict(LST, gate_temperature=0.5), path))
     model.eval()
     lst = model.backbone.peft.methods['lst']
     with torch.no_grad():
-        lst.gates.normal_()
+        for name, p in lst.named_parameters():  # the zero / one-initialised tensors
+            if name == 'gates' or 'bias' in name or '.norm' in name:
+                p.normal_(0.5 if 'norm' in name and 'weight' in name else 0.0, 0.5)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        tokens, _ = plain.patch_embed(x)
-        tokens = torch.cat([plain.cls_token.expand(2, -1, -1), tokens], 1) + plain.pos_embed
-        h = lst.down(tokens)
+        tokens = embed(plain, x)
+        h = F.linear(tokens, lst.down.weight)
         for i, layer in enumerate(plain.layers):
             tokens = layer(tokens)
-            g = torch.sigmoid(lst.gates[i] / 0.1)
-            h = lst.side[i](g * h + (1 - g) * lst.ladders[i](tokens))
-        expected = plain.ln1(lst.up(h))[:, 0]
-        torch.testing.assert_close(model.backbone(x)[-1], expected, rtol=1e-5, atol=1e-5)
-
-
-def saved_bytes(model, x, inside_blocks):
-    """Bytes autograd saves for backward during a forward, inside the blocks' attention and
-    MLP (``inside_blocks``) or anywhere else."""
-    state = dict(inside=False, bytes=0)
-
-    def pack(t):
-        if state['inside'] == inside_blocks:
-            state['bytes'] += t.numel() * t.element_size()
-        return t
-
-    handles = []
-    for layer in model.backbone.layers:
-        for sub in (layer.ln1, layer.attn, layer.ln2, layer.ffn):
-            handles.append(sub.register_forward_pre_hook(lambda m, a: state.update(inside=True)))
-            handles.append(sub.register_forward_hook(
-                lambda m, a, o: state.update(inside=False)))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model.backbone(x)[-1].sum()
-    for h in handles:
-        h.remove()
-    return state['bytes']
+            g = torch.sigmoid(lst.gates[i] / 0.5)
+            h = side_layer(lst.side[i], g * h + (1 - g) * F.linear(tokens, lst.ladders[i].weight))
+        expected = plain.ln1(F.linear(h, lst.up.weight))[:, 0]
+        out = model.backbone(x)[-1]
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        assert (out - plain(x)[-1]).abs().max() > 1e-2
 
 
 def test_backbone_keeps_no_activations(tmp_path):

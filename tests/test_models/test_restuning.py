@@ -1,5 +1,5 @@
-"""Res-Tuning-Bypass (the bypass formula, no activations inside the frozen blocks, training, the
-round trip, its refusal on Swin) and Res-Tuning (identity at init, the parallel-tuner formula,
+"""Res-Tuning-Bypass (the init, the bypass formula, no activations inside the frozen blocks, the
+training, round trip, its refusal on Swin) and Res-Tuning (the init, the parallel-tuner formula,
 training on ViT / Swin / Video Swin, composition, clear errors)."""
 import pytest
 import torch
@@ -10,7 +10,8 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
-from tests.test_models.test_lst import saved_bytes  # noqa: E402
+from tests.test_models.reference import (assert_normal, assert_uniform, embed,  # noqa: E402
+                                         fix_drop_path, saved_bytes, vit_b)
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT,  # noqa: E402
                                                              batch, classifier_cfg,
                                                              pretrained_file)
@@ -25,7 +26,34 @@ def scope():
     init_default_scope('mmpretrain')
 
 
+def res_adapter(tuner, x):
+    """The Res-Adapter branch from its tensors: ``up(GELU(down(x)))``."""
+    z = F.gelu(F.linear(x, tuner.down.weight, tuner.down.bias))
+    return F.linear(z, tuner.up.weight, tuner.up.bias)
+
+
+@pytest.mark.parametrize('zero_init_last', [True, False])
+def test_bypass_init(zero_init_last):
+    """ms-swift's ResAdapter init: xavier-uniform weights, biases N(0, 1e-6); with
+    ``zero_init_last`` the up projections (weight and bias) exactly zero."""
+    rt = vit_b(dict(BYPASS, length=10, zero_init_last=zero_init_last)).peft.methods[
+        'res-tuning-bypass']
+    tuners = (*rt.laterals, *rt.verticals)
+    assert len(tuners) == 24
+    assert_uniform(torch.cat([t.down.weight.flatten() for t in tuners]), (6 / 778)**0.5)
+    biases = [t.down.bias for t in tuners]
+    if zero_init_last:
+        assert all(not t.up.weight.any() and not t.up.bias.any() for t in tuners)
+    else:
+        assert_uniform(torch.cat([t.up.weight.flatten() for t in tuners]), (6 / 778)**0.5)
+        biases += [t.up.bias for t in tuners]
+    assert_normal(torch.cat(biases), 1e-6)
+
+
 def test_formula(tmp_path):
+    """Random tuners (every up projection and bias drawn): ``b_0`` = the block-0 input,
+    ``b_i = y_i + A(y_i) + b_{i-1} + A'(b_{i-1})`` with Res-Adapters ``A = up GELU down``
+    written out, the output ``LN(b_N)``."""
     plain, path = pretrained_file(tmp_path, TINY_VIT)
     plain.eval()
     model = MODELS.build(classifier_cfg(TINY_VIT, BYPASS, path))
@@ -33,17 +61,18 @@ def test_formula(tmp_path):
     rt = model.backbone.peft.methods['res-tuning-bypass']
     with torch.no_grad():
         for tuner in (*rt.laterals, *rt.verticals):
-            tuner.up.weight.normal_(0, 0.1)
+            for p in (tuner.up.weight, tuner.up.bias, tuner.down.bias):
+                p.normal_(0, 0.3)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        tokens, _ = plain.patch_embed(x)
-        tokens = torch.cat([plain.cls_token.expand(2, -1, -1), tokens], 1) + plain.pos_embed
+        tokens = embed(plain, x)
         b = tokens
         for i, layer in enumerate(plain.layers):
             tokens = layer(tokens)
-            b = rt.laterals[i](tokens) + rt.verticals[i](b)
-        torch.testing.assert_close(model.backbone(x)[-1], plain.ln1(b)[:, 0], rtol=1e-5,
-                                   atol=1e-5)
+            b = tokens + res_adapter(rt.laterals[i], tokens) + b + res_adapter(rt.verticals[i], b)
+        out = model.backbone(x)[-1]
+        torch.testing.assert_close(out, plain.ln1(b)[:, 0], rtol=1e-5, atol=1e-5)
+        assert (out - plain(x)[-1]).abs().max() > 1e-2
 
 
 def test_memory_training_round_trip(tmp_path):
@@ -66,18 +95,21 @@ def test_swin_refused(tmp_path):
 
 # --- Res-Tuning: tuners parallel to the attention and the MLP ------------------------------------
 def _perturb(model):
-    """Trained-looking tuners: the zero-initialised halves made non-zero."""
+    """Trained-looking tuners: every tuner tensor drawn (the zero-initialised halves and the
+    near-zero biases included)."""
     with torch.no_grad():
         for name, p in model.backbone.named_parameters():
-            if '.restuning.' in name and ('values' in name or '.up.' in name
-                                          or 'prompts' in name):
-                p.normal_(0, 0.2)
+            if '.restuning.' in name:
+                p.normal_(0, 0.3)
 
 
 def _reference(plain, model, x, mha):
-    """The Res-Tuning forward written out on the plain mmpretrain ViT."""
-    tokens, _ = plain.patch_embed(x)
-    tokens = torch.cat([plain.cls_token.expand(x.shape[0], -1, -1), tokens], 1) + plain.pos_embed
+    """The Res-Tuning forward written out on the plain mmpretrain ViT (drop-path a fixed 1/2):
+    ``h = x + DP(proj(attn + U_mha))`` for prefixes / prompts (their per-head attention
+    over the learned keys / values alone, added to the attention product) or
+    ``h = x + DP(Attn(LN1 x)) + U_mha(LN1 x)`` for an adapter, then
+    ``y = h + DP(MLP(LN2 h)) + U_ffn(LN2 h)``; tuner tensors only, no tuner module called."""
+    tokens = embed(plain, x)
     for layer, ours in zip(plain.layers, model.backbone.layers):
         tuners = ours.restuning
         z = layer.ln1(tokens)
@@ -94,12 +126,27 @@ def _reference(plain, model, x, mha):
             _, pk, pv = layer.attn.qkv(layer.ln1(tuners.mha.prompts)).reshape(
                 -1, 3, heads, d).permute(1, 2, 0, 3)
             out = out + torch.softmax(q @ pk.transpose(-2, -1) / d**0.5, -1) @ pv
-        h = tokens + layer.attn.proj(out.transpose(1, 2).reshape(b, n, c))
+        h = tokens + 0.5 * layer.attn.proj(out.transpose(1, 2).reshape(b, n, c))
         if mha == 'adapter':
-            h = h + tuners.mha.up(F.gelu(tuners.mha.down(z)))
+            h = h + res_adapter(tuners.mha, z)
         z2 = layer.ln2(h)
-        tokens = h + layer.ffn.layers(z2) + tuners.ffn.up(F.gelu(tuners.ffn.down(z2)))
+        tokens = h + 0.5 * layer.ffn.layers(z2) + res_adapter(tuners.ffn, z2)
     return plain.ln1(tokens)[:, 0]
+
+
+def test_res_tuning_init():
+    """Prefix keys and prompts xavier-uniform over ``(L, C)``, prefix values exactly zero;
+    adapters xavier-uniform ``down`` with N(0, 1e-6) bias and an exactly zero ``up``."""
+    blocks = [m.restuning for m in vit_b(dict(type='Res-Tuning')).layers]
+    assert_uniform(torch.cat([t.mha.keys.flatten() for t in blocks]), (6 / 778)**0.5)
+    assert all(not t.mha.values.any() for t in blocks)
+    adapters = [t.ffn for t in blocks]
+    blocks = [m.restuning for m in vit_b(dict(type='Res-Tuning', mha='prompt')).layers]
+    assert_uniform(torch.cat([t.mha.prompts.flatten() for t in blocks]), (6 / 778)**0.5)
+    adapters += [m.restuning.mha for m in vit_b(dict(type='Res-Tuning', mha='adapter')).layers]
+    assert_uniform(torch.cat([a.down.weight.flatten() for a in adapters]), (6 / 778)**0.5)
+    assert_normal(torch.cat([a.down.bias for a in adapters]), 1e-6)
+    assert all(not a.up.weight.any() and not a.up.bias.any() for a in adapters)
 
 
 def test_res_tuning_count():
@@ -112,11 +159,15 @@ def test_res_tuning_count():
 
 @pytest.mark.parametrize('mha', ['prefix', 'adapter', 'prompt'])
 def test_res_tuning_identity_then_formula(mha, tmp_path):
+    """Adapters and prefixes start as the backbone, prompts do not; with every tuner tensor
+    drawn, the output equals :func:`_reference` (tuners beside the drop-path of the branch
+    they accompany, prefixes / prompts inside it, before the output projection)."""
     plain, path = pretrained_file(tmp_path, TINY_VIT)
     plain.eval()
     model = MODELS.build(classifier_cfg(
         TINY_VIT, dict(type='Res-Tuning', mha=mha, length=3, bottleneck=4), path))
     model.eval()
+    fix_drop_path(plain, model.backbone)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         start = model.backbone(x)[-1]

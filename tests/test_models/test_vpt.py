@@ -1,9 +1,8 @@
-"""VPT-shallow / VPT-deep: the official formula, every ViT family, the Swin variants, round trip,
-composition with LoRA."""
-import copy
-
+"""VPT-shallow / VPT-deep: the init, the official formula, every ViT family, the Swin variants
+(VPT's prompted Swin block written out), round trip, composition with LoRA."""
 import pytest
 import torch
+import torch.nn.functional as F
 from mmengine.optim import OptimWrapper
 
 pytest.importorskip('mmpretrain')
@@ -43,7 +42,26 @@ def official_vpt(plain, x, prompts, deep):
 
 
 @pytest.mark.parametrize('kind', ['VPT-shallow', 'VPT-deep'])
+def test_init(kind):
+    """The VPT code's init on ViT-B/16: uniform in +-sqrt(6 / (3 * 16 * 16 + 768)), one
+    ``(L, 768)`` set (deep: one per block), no prompt dropout by default."""
+    bb = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', method=dict(type=kind, length=100),
+                           backbone=dict(type='VisionTransformer', arch='b', img_size=32,
+                                         patch_size=16, init_cfg=None)))
+    method = bb.peft.methods[kind.lower()]
+    assert method.prompts.shape == ((12 if kind == 'VPT-deep' else 1) * 100, 768)
+    assert method.dropout.p == 0
+    bound = (6 / (3 * 16 * 16 + 768))**0.5
+    t = method.prompts.detach().flatten()
+    assert t.abs().max() <= bound and t.abs().max() > 0.99 * bound
+    assert abs(t.std().item() * 3**0.5 / bound - 1) < 0.05
+    assert abs(t.mean().item()) < 4 * bound / (3 * t.numel())**0.5
+
+
+@pytest.mark.parametrize('kind', ['VPT-shallow', 'VPT-deep'])
 def test_official_formula(tmp_path, kind):
+    """The wrapped ViT equals :func:`official_vpt` on the plain one with the method's prompt
+    tensors (shallow: inserted once and carried; deep: replaced before every block)."""
     plain, path = pretrained_file(tmp_path, TINY_VIT)
     plain.eval()
     model = MODELS.build(classifier_cfg(TINY_VIT, dict(type=kind, length=3), path))
@@ -152,42 +170,60 @@ def test_toolbox_vits(family, kind, tmp_path):
     assert not torch.equal(dict(model.named_parameters())[name], before[name])
 
 
-def _swin_block_with_prompts(block, x, prompts):
-    """VPT's Swin block with the prompts in a single unshifted window, written out: attention
-    over ``[prompts; tokens]`` (relative-position bias on the token pairs only), residual, MLP."""
+def _swin_block_with_prompts(block, x, grid, window, prompts):
+    """VPT's Swin block (unshifted) with the prompts joining every window, written out: each
+    window's tokens attend over ``[prompts; window]`` (relative-position bias on the token
+    pairs only), the prompts' queries too, their outputs averaged over the sample's windows;
+    then the residual and the MLP for both. ``x`` ``(B, H * W, C)`` on ``grid``, ``prompts``
+    ``(B, L, C)`` -> ``(tokens out, prompts out)``."""
     msa = block.attn.w_msa
-    seq = torch.cat([prompts, x], 1)
-    b, n, c = seq.shape
-    heads = msa.num_heads
+    b, _, c = x.shape
+    (hh, ww), length, area, heads = grid, prompts.shape[1], window * window, msa.num_heads
     d = c // heads
-    q, k, v = msa.qkv(block.norm1(seq)).reshape(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+    windows = x.view(b, hh // window, window, ww // window, window, c).permute(
+        0, 1, 3, 2, 4, 5).reshape(b, -1, area, c)  # (B, nW, area, C), row-major windows
+    n_win = windows.shape[1]
+    seq = torch.cat([prompts[:, None].expand(-1, n_win, -1, -1), windows], 2)
+    z = F.layer_norm(seq, (c, ), block.norm1.weight, block.norm1.bias, block.norm1.eps)
+    q, k, v = F.linear(z, msa.qkv.weight, msa.qkv.bias).reshape(
+        b, n_win, length + area, 3, heads, d).permute(3, 0, 1, 4, 2, 5)  # (B, nW, heads, n, d)
     attn = q @ k.transpose(-2, -1) / d**0.5
-    area = x.shape[1]
     bias = msa.relative_position_bias_table[msa.relative_position_index.view(-1)].view(
         area, area, -1).permute(2, 0, 1)
-    attn[:, :, -area:, -area:] += bias
-    out = msa.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c))
-    h = seq + out
-    return h + block.ffn.layers(block.norm2(h))
+    attn[..., length:, length:] += bias
+    out = (attn.softmax(-1) @ v).transpose(2, 3).reshape(b, n_win, length + area, c)
+    out = F.linear(out, msa.proj.weight, msa.proj.bias)
+    p_out = out[:, :, :length].mean(1)  # the sample's windows averaged
+    t_out = out[:, :, length:].reshape(b, hh // window, ww // window, window, window, c)
+    t_out = t_out.permute(0, 1, 3, 2, 4, 5).reshape(b, hh * ww, c)
+
+    def residual_mlp(h):
+        z = F.layer_norm(h, (c, ), block.norm2.weight, block.norm2.bias, block.norm2.eps)
+        return h + block.ffn.layers(z)
+
+    return residual_mlp(x + t_out), residual_mlp(prompts + p_out)
 
 
-def test_swin_shallow_block_equals_vpt_swin_block(tmp_path):
-    """One window per image (window 8 on the 8 x 8 grid, no shift): our block output and the
-    carried prompts equal VPT's prompted Swin block."""
-    swin = dict(TINY_SWIN, window_size=8)
+@pytest.mark.parametrize('window', [8, 4])
+def test_swin_shallow_block_equals_vpt_swin_block(tmp_path, window):
+    """Window 8 (one window per 8 x 8 grid) and 4 (four windows), no shift: our block output
+    and the carried prompts equal VPT's prompted Swin block written out."""
+    swin = dict(TINY_SWIN, window_size=window)
     _, path = pretrained_file(tmp_path, swin)
     model = MODELS.build(classifier_cfg(swin, dict(type='VPT-shallow', length=3), path))
     model.eval()
     method = model.backbone.peft.methods['vpt-shallow']
     assert method.prompts.shape == (3, 16)
     block = model.backbone.peft.spec.blocks[0]
+    assert block.module.attn.shift_size == 0
     x = torch.randn(2, 64, 16)
     with torch.no_grad():
         method.begin_forward()
         out = block.module(x, (8, 8))
-        expected = _swin_block_with_prompts(block.module, x, method.prompts.expand(2, -1, -1))
-    torch.testing.assert_close(out, expected[:, 3:], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(method._carry, expected[:, :3], rtol=1e-5, atol=1e-5)
+        expected, prompts = _swin_block_with_prompts(block.module, x, (8, 8), window,
+                                                     method.prompts.expand(2, -1, -1))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(method._carry, prompts, rtol=1e-5, atol=1e-5)
 
 
 def test_swin_shallow_windows_and_merging(tmp_path):

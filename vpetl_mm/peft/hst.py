@@ -2,6 +2,7 @@
 
 Lin et al., "Hierarchical Side-Tuning for Vision Transformers", arXiv 2310.05393.
 """
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -128,10 +129,19 @@ class HST(PEFTMethod):
             for i in range(len(blocks)))
         self.stage_norms = nn.ModuleList(nn.LayerNorm(d) for d in self.dims)
         self.pool_norm = nn.BatchNorm1d(self.dims[-1], affine=False)
-        for module in self.modules():
+        for module in self.modules():  # the authors' init: Linears (their attention's q / k /
+            # v included) trunc-normal 0.02 with zero biases, convs N(0, 2 / fan_out)
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.MultiheadAttention):
+                nn.init.trunc_normal_(module.in_proj_weight, std=0.02)
+                nn.init.zeros_(module.in_proj_bias)
+            elif isinstance(module, nn.Conv2d):
+                fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels
+                nn.init.normal_(module.weight, std=math.sqrt(2.0 / (fan_out // module.groups)))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         self.to(blocks[0].norm1.weight.device)
         for block in blocks:  # the authors train the frozen blocks' LayerNorms too
             for p in (*block.norm1.parameters(), *block.norm2.parameters()):

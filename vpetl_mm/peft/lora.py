@@ -41,6 +41,8 @@ class LoRA(PEFTMethod):
                  targets: Sequence[str] = ('q', 'v'), dropout: float = 0.0,
                  blocks: Optional[Sequence[int]] = None):
         super().__init__()
+        if rank < 1:
+            raise ValueError(f'LoRA rank={rank}: the rank must be >= 1')
         bad = [t for t in targets if t not in LINEAR_ROLES]
         if bad or not targets:
             raise ValueError(f'LoRA targets={list(targets)}: unknown roles {bad}; choose from '
