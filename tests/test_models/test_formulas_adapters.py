@@ -156,6 +156,9 @@ def test_adaptformer_init(tmp_path):
     assert torch.equal(gathered(model, 'adaptformer.norm.weight'), torch.ones(4 * DIMS))
     assert torch.equal(gathered(model, 'adaptformer.scale'), torch.full((4, ), 0.1))
     assert not any('scale' in n for n, _ in model.named_parameters())
+    assert not any('scale' in k for k in model.state_dict())  # a constant of the config
+    # the kaiming draws reach their bound: another gain fails here
+    assert gathered(model, 'adaptformer.down.weight').abs().max() > 0.95 * DIMS ** -0.5
     _, model = build(tmp_path, dict(type='AdaptFormer', scale='learnable', input_norm=False))
     scales = [p for n, p in model.named_parameters() if n.endswith('adaptformer.scale')]
     assert len(scales) == 4 and all(p.requires_grad and p.item() == 1.0 for p in scales)
@@ -181,6 +184,17 @@ def test_adaptformer_formula(tmp_path, scale, input_norm):
                 return out + s * bottleneck(h, af.down, af.up, F.relu)
             ref.register_forward_hook(add)
     assert_formula(model, plain, register)
+
+
+def test_adaptformer_blocks_and_errors(tmp_path):
+    """``blocks`` limits where the branch goes; bad settings name the setting."""
+    _, model = build(tmp_path, dict(type='AdaptFormer', bottleneck=4, blocks=(0, -1)))
+    assert [hasattr(layer, 'adaptformer') for layer in model.layers] == [True, False, False,
+                                                                          True]
+    with pytest.raises(ValueError, match="AdaptFormer scale='big': a number or 'learnable'"):
+        build(tmp_path, dict(type='AdaptFormer', scale='big'))
+    with pytest.raises(ValueError, match=r'AdaptFormer blocks=\[4\]: block 4 is out of range'):
+        build(tmp_path, dict(type='AdaptFormer', blocks=(4, )))
 
 
 # Adapter+: y <- y + s * DropPath(up(GELU(down(y)))) on the block output (post placement)
