@@ -96,3 +96,28 @@ def saved_bytes(model, x, inside_blocks):
     for h in handles:
         h.remove()
     return state['bytes']
+
+
+def assert_formula(model, plain, register, double=False):
+    """``register(plain)`` hooks the hand-written formula onto ``plain``, a bare copy of the
+    backbone with the same weights: ``model``'s output must equal the hooked copy's and differ
+    from the bare backbone's (so a method that does nothing cannot pass).
+
+    With ``double`` both run in float64 and must agree to 1e-9: there the reference's other
+    summation order alone cannot come near the tolerance (in float32 it reaches up to 0.9 of
+    ``atol=1e-6`` for some methods after the final norm)."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 32, 32)
+    if double:
+        x = x.double()
+        plain.double()
+        model.double()
+    with torch.no_grad():
+        bare = plain(x)[-1]
+        register(plain)
+        ref = plain(x)[-1]
+        out = model(x)[-1]
+    assert out.shape == bare.shape == (2, 17, 32)
+    assert (out - bare).abs().max() > 1e-2
+    tolerance = dict(rtol=1e-9, atol=1e-10) if double else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out, ref, **tolerance)

@@ -19,6 +19,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
+from tests.test_models.reference import assert_formula  # noqa: E402
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_VIT,  # noqa: E402
                                                              pretrained_file)
 
@@ -61,21 +62,6 @@ def randomize(model, std=0.2):
         for p in model.parameters():
             if p.requires_grad:
                 p.normal_(0, std)
-
-
-def assert_formula(model, plain, register):
-    """``register(plain)`` hooks the formula onto the plain copy: the method's output must
-    equal it and differ from the bare backbone's."""
-    torch.manual_seed(1)
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        bare = plain(x)[-1]
-        register(plain)
-        ref = plain(x)[-1]
-        out = model(x)[-1]
-    assert out.shape == (2, 17, DIMS)
-    assert (out - bare).abs().max() > 1e-2
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
 def gathered(model, path):

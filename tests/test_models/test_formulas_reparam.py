@@ -20,6 +20,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
+from tests.test_models import reference  # noqa: E402
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_VIT,  # noqa: E402
                                                              pretrained_file)
 
@@ -64,24 +65,10 @@ def normal_(*tensors, mean=0.0, std=0.2):
 
 
 def assert_formula(plain, model, hooks):
-    """Register the reference ``hooks`` ``(module of plain, hook)`` on the plain copy: the
-    method's output must equal the hooked copy's and differ from the bare backbone's.
-
-    Both run in float64: in float32 the reference's other summation order alone reaches up to
-    0.9 of ``atol=1e-6`` after the final norm, too close to the tolerance to be a stable test.
-    """
-    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)).double()
-    plain.double()
-    model.double()
-    with torch.no_grad():
-        bare = plain(x)[-1]
-        for module, hook in hooks:
-            module.register_forward_hook(hook)
-        ref = plain(x)[-1]
-        out = model(x)[-1]
-    assert out.shape == (2, 17, DIMS)
-    assert (out - bare).abs().max() > 1e-2
-    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-10)
+    """The hooks ``(module of plain, hook)`` hold the formula: :func:`reference.assert_formula`
+    in float64."""
+    reference.assert_formula(
+        model, plain, lambda _: [m.register_forward_hook(h) for m, h in hooks], double=True)
 
 
 def assert_unchanged(plain, model):
