@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from vpetl_mm.engine.data_paths import check_dataset_paths  # noqa: E402
+from vpetl_mm.engine.runtime import complete_peft_runtime  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -27,7 +28,8 @@ def parse_args(argv=None):
         help='resume from the given checkpoint, or, without a value, from the latest '
         'checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true',
-                        help='enable automatic mixed precision training')
+                        help='enable automatic mixed precision training (GPU only: mmengine\'s '
+                        'AmpOptimWrapper needs CUDA)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -81,6 +83,10 @@ def merge_args(cfg, args):
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
+        if not torch.cuda.is_available():
+            raise SystemExit('tools/train.py: error: --amp needs a GPU (mmengine\'s '
+                             'AmpOptimWrapper runs on CUDA only); on this machine train in fp32 '
+                             '(drop --amp)')
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
@@ -93,6 +99,8 @@ def merge_args(cfg, args):
         cfg.auto_scale_lr.enable = True
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    for line in complete_peft_runtime(cfg):
+        print(f'vpetl_mm: the model holds a PEFTBackbone; added {line}', flush=True)
     settle_dataloaders(cfg, no_pin_memory=args.no_pin_memory,
                        no_persistent_workers=args.no_persistent_workers)
     if args.launcher != 'none' and not torch.cuda.is_available():

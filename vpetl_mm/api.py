@@ -25,6 +25,7 @@ from vpetl_mm.compat.fileio import atomic_write_bytes
 from vpetl_mm.engine.hooks.summary import format_summary
 from vpetl_mm.engine.trainable import check_peft_configs, trainable_state_dict
 from vpetl_mm.models import PEFTBackbone, get_peft_state
+from vpetl_mm.models.peft_backbone import read_checkpoint
 
 MethodCfg = Union[dict, Sequence[dict]]
 
@@ -111,7 +112,7 @@ def load_trainable(model: nn.Module, path: str) -> nn.Module:
     be one of ``model``'s: either mismatch raises a ``KeyError`` naming the keys. The frozen
     weights are not touched.
     """
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = read_checkpoint(path, 'checkpoint')
     state = ckpt.get('state_dict', ckpt)
     saved = ckpt.get('meta', {}).get('peft')
     if saved is not None:
@@ -120,8 +121,14 @@ def load_trainable(model: nn.Module, path: str) -> nn.Module:
     unexpected = [k for k in state if k not in own]
     missing = [k for k in trainable_state_dict(model) if k not in state]
     if unexpected or missing:
-        raise KeyError(f'{path} does not fit the model: missing trainable {missing[:8]}, '
-                       f'unknown {unexpected[:8]}')
+        configs = _peft_configs(model)
+        origin = ('' if saved is not None else
+                  " (the file records no meta['peft'] to compare methods with)")
+        raise KeyError(f'{path} does not fit the model with PEFT methods {configs}: the '
+                       f'model\'s trainable {missing[:4]} ({len(missing)} missing) are not in '
+                       f'the file and its {unexpected[:4]} ({len(unexpected)}) belong to no '
+                       'module of the model: was it trained with another method, backbone or '
+                       f'head?{origin}')
     model.load_state_dict(state, strict=False)
     return model
 

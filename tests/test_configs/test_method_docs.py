@@ -16,3 +16,39 @@ def test_every_registered_method_is_documented():
     for name, cls in PEFT_METHODS.module_dict.items():
         assert f'`{name}`' in text
         assert cls.placement and cls.paper, f'{name} lacks placement / paper for the docs'
+
+
+def _table_counts(lines):
+    """``[(type names, count cell)]`` of a Markdown method table (first cell: backticked type
+    names, fourth: the ViT-B/16 count)."""
+    import re
+    rows = []
+    for line in lines:
+        if line.startswith('| `') and not line.startswith('| `type`'):
+            cells = [c.strip() for c in line.strip().strip('|').split('|')]
+            rows.append((re.findall(r'`([^`]+)`', cells[0]), cells[3]))
+    return rows
+
+
+def test_readme_counts_are_the_generated_ones():
+    """The README's method table quotes the ViT-B/16 count of docs/methods.md (generated from
+    the registry and the default configs) for every method: one source for each figure."""
+    import os.path as osp
+    import re
+    readme = open(osp.join(gen_method_docs.ROOT, 'README.md')).read().splitlines()
+    generated_rows = _table_counts(gen_method_docs.render().splitlines())
+    docs = {name: cell for names, cell in generated_rows for name in names}
+    start = readme.index('### Methods')
+    rows = {names[0]: cell for names, cell in _table_counts(
+        readme[start:readme.index('', start + 8)])}
+    assert set(rows) <= set(docs), set(rows) - set(docs)
+    missing = [names for names, _ in generated_rows if not set(names) & set(rows)]
+    assert not missing, f'methods without a README row: {missing}'
+    for name, cell in rows.items():
+        generated = docs[name]
+        if generated.startswith('not on a ViT'):
+            assert cell.startswith('not on a ViT'), (name, cell)
+            continue
+        figures = re.findall(r'\d[\d,]*\d|\d', cell.split('(')[0].split(':')[-1])
+        assert figures and figures[0] == generated, \
+            f'README says {cell!r} for {name}; docs/methods.md: {generated}'

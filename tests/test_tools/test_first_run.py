@@ -1,6 +1,7 @@
 """The README's "first run", as a user runs it: the tools as subprocesses from a working directory
 laid out like the repository, the shipped configs changed only in size through --cfg-options,
 the data and the pretrained checkpoint at the configs' own relative paths."""
+import json
 import os
 import os.path as osp
 import re
@@ -122,8 +123,10 @@ def test_train_then_test_from_repository_root(vtab_repo):
     trained = top1(out, 'val')
 
     out = run([sys.executable, 'tools/test.py', DTL_CFG, str(ckpt.relative_to(vtab_repo)),
-               '--cfg-options', *SIZE_ONLY], cwd=vtab_repo)
+               '--out', 'res.json', '--cfg-options', *SIZE_ONLY], cwd=vtab_repo)
     assert top1(out, 'test') == trained
+    metrics = json.loads((vtab_repo / 'res.json').read_text())  # --out .json: the metrics
+    assert metrics['accuracy/top1'] == pytest.approx(trained, abs=1e-4)
 
 
 def test_dist_train_then_test_from_repository_root(vtab_repo):
@@ -185,3 +188,44 @@ def test_command_line_options_come_before_loader_settings():
     argv = [argv[0], 'x.pth', '--cfg-options', 'test_dataloader.num_workers=0']
     cfg = test_tool.merge_args(Config.fromfile(argv[0]), test_tool.parse_args(argv))
     assert cfg.test_dataloader.persistent_workers is False
+
+
+def test_out_and_amp_options(capsys):
+    """``--out`` by suffix: metrics for .json / .yaml, predictions for .pkl; an unknown suffix
+    or predictions in json are refused at parse time. ``--amp`` without CUDA stops with the
+    reason instead of mmengine's assertion deep in the runner."""
+    from mmengine.config import Config
+    sys.path.insert(0, ROOT)
+    from tools import test as test_tool
+    from tools import train as train_tool
+    cfg_file = osp.join(ROOT, DTL_CFG)
+    assert test_tool.parse_args([cfg_file, 'x.pth', '--out', 'r.json']).out_item == 'metrics'
+    assert test_tool.parse_args([cfg_file, 'x.pth', '--out', 'r.yaml']).out_item == 'metrics'
+    args = test_tool.parse_args([cfg_file, 'x.pth', '--out', 'r.pkl'])
+    assert args.out_item == 'pred'
+    cfg = test_tool.merge_args(Config.fromfile(cfg_file), args)
+    assert cfg.test_evaluator[-1] == dict(type='DumpResults', out_file_path='r.pkl')
+    cfg = test_tool.merge_args(Config.fromfile(cfg_file), test_tool.parse_args(
+        [cfg_file, 'x.pth', '--out', 'r.json']))
+    assert 'DumpResults' not in str(cfg.test_evaluator)
+    for bad, message in ((['--out', 'r.txt'], "unknown suffix '.txt'"),
+                         (['--out', 'r.json', '--out-item', 'pred'], 'written as pickle')):
+        with pytest.raises(SystemExit):
+            test_tool.parse_args([cfg_file, 'x.pth', *bad])
+        assert message in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match='--amp needs a GPU'):
+            train_tool.merge_args(Config.fromfile(cfg_file),
+                                  train_tool.parse_args([cfg_file, '--amp']))
+
+
+def test_dump_metrics_formats(tmp_path):
+    import pickle
+    sys.path.insert(0, ROOT)
+    from tools import test as test_tool
+    metrics = {'accuracy/top1': 81.25, 'mAP': np.float32(0.5)}
+    for name in ('m.json', 'm.yaml', 'm.pkl'):
+        test_tool.dump_metrics(metrics, str(tmp_path / name))
+    assert json.loads((tmp_path / 'm.json').read_text()) == {'accuracy/top1': 81.25, 'mAP': 0.5}
+    assert 'accuracy/top1: 81.25' in (tmp_path / 'm.yaml').read_text()
+    assert pickle.loads((tmp_path / 'm.pkl').read_bytes())['accuracy/top1'] == 81.25

@@ -69,3 +69,33 @@ print('maxdiff', diff)
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'All keys matched successfully' in res.stdout
     assert float(res.stdout.split('maxdiff')[-1]) < 1e-5
+
+
+def test_merge_peft_on_another_methods_checkpoint(tmp_path, tiny_pretrained):
+    """merge_peft.py explains a checkpoint of another method as tools/test.py does, and a file
+    without meta['peft'] by the weights that do not fit, instead of a bare KeyError."""
+    import vpetl_mm
+    from mmpretrain.registry import MODELS
+    sizes = {'model.backbone.backbone.arch.embed_dims': 32,
+             'model.backbone.backbone.arch.num_heads': 2,
+             'model.backbone.backbone.arch.feedforward_channels': 64,
+             'model.head.in_channels': 32, 'model.backbone.pretrained': tiny_pretrained}
+    cfg = Config.fromfile(CFG_TEMPLATE.format('adapter'))
+    cfg.merge_from_dict(sizes)
+    init_default_scope('mmpretrain')
+    vpetl_mm.save_trainable(MODELS.build(cfg.model), str(tmp_path / 'adapter.pth'))
+    bare = torch.load(tmp_path / 'adapter.pth', weights_only=False)
+    bare.pop('meta')
+    torch.save(bare, tmp_path / 'bare.pth')
+    options = [f'{k}={v}' for k, v in sizes.items()]
+    for ckpt, message in (('adapter.pth', 'was trained with PEFT methods'),
+                          ('bare.pth', 'was it trained with another method')):
+        proc = subprocess.run(
+            [sys.executable, 'tools/model_converters/merge_peft.py', CFG_TEMPLATE.format('lora'),
+             str(tmp_path / ckpt), str(tmp_path / 'out.pth'), '--cfg-options', *options],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert 'merge_peft: error:' in proc.stderr and message in proc.stderr, \
+            proc.stderr[-2000:]
+        assert 'Traceback' not in proc.stderr
+        assert not (tmp_path / 'out.pth').exists()

@@ -24,8 +24,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 METHODS = {
-    'dtl': dict(type='DTL', rank=2, add_blocks=(6, 7, 8, 9, 10, 11)),
-    'dtl+': dict(type='DTL+', rank=2, add_blocks=(6, 7, 8, 9, 10, 11), kernel_size=3),
+    'dtl': dict(type='DTL', rank=2),
+    'dtl+': dict(type='DTL+', rank=2, kernel_size=3),
     'lora': dict(type='LoRA', rank=8, targets=('q', 'v')),
     'lst': dict(type='LST', reduction=8),
     'res-tuning-bypass': dict(type='Res-Tuning-Bypass', length=10),
@@ -37,6 +37,15 @@ METHODS = {
     'linear': dict(type='LinearProbe'),
     'full': dict(type='FullFineTune'),
 }
+
+
+def method_config(method, depth):
+    """The method's benchmark setting on a ViT with ``depth`` blocks (DTL adds its side maps
+    back after the second half of the blocks, as its ViT-B recipe does with blocks 6-11)."""
+    cfg = dict(METHODS[method])
+    if method.startswith('dtl'):
+        cfg['add_blocks'] = tuple(range(depth // 2, depth))
+    return cfg
 
 
 # the feature width the head reads where it is not the backbone's (HST: its side network's)
@@ -59,23 +68,21 @@ def measure(method, args):
     device = torch.device(args.device)
     torch.manual_seed(0)
     out_type = 'avg_featmap' if method.startswith('dtl') else 'cls_token'
-    model = MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='vpetl_mm.PEFTBackbone',
-                      backbone=dict(type='VisionTransformer', arch=args.arch,
-                                    img_size=args.img_size, patch_size=16, out_type=out_type,
-                                    final_norm=out_type == 'cls_token', init_cfg=None),
-                      method=METHODS[method]),
-        head=dict(type='LinearClsHead', num_classes=100,
-                  in_channels=HEAD_IN.get(method, dict(b=768, s=384, l=1024).get(args.arch,
-                                                                              768))))).to(device)
+    vit = dict(type='VisionTransformer', arch=args.arch, img_size=args.img_size, patch_size=16,
+               out_type=out_type, final_norm=out_type == 'cls_token', init_cfg=None)
+    with torch.device('meta'):  # the depth the method's block list needs
+        depth = MODELS.build(vit).num_layers
+    backbone = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=vit,
+                                 method=method_config(method, depth)))
+    head = torch.nn.Linear(HEAD_IN.get(method, backbone.embed_dims), 100)
+    model = torch.nn.ModuleDict(dict(backbone=backbone, head=head)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=1e-4)
     x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 100, (args.batch_size, ), device=device)
 
     def step():
-        loss = torch.nn.functional.cross_entropy(model.head.fc(model.backbone(x)[-1]), y)
+        loss = torch.nn.functional.cross_entropy(model.head(model.backbone(x)[-1]), y)
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -108,7 +115,9 @@ def parse_args(argv=None):
                         choices=sorted(METHODS))
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--steps', type=int, default=3)
-    parser.add_argument('--arch', default='b')
+    parser.add_argument('--arch', default='b',
+                        help="mmpretrain VisionTransformer arch: b, s, l, deit-tiny, ... (the "
+                        'widths and depths come from the built model)')
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--device', default=None, help='cuda or cpu (default: cuda if present)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)

@@ -25,7 +25,12 @@ def default_settings():
         method = Config.fromfile(path).peft_method
         if isinstance(method, dict):  # a list is a composition of registered methods
             method = method.to_dict()
-            found.setdefault(method['type'], (osp.relpath(path, ROOT), method))
+            entry = (osp.relpath(path, ROOT), method)
+            # the file named after the type is its default (dyt.py, not dyt-moe.py)
+            if osp.splitext(osp.basename(path))[0] == method['type'].lower():
+                found[method['type']] = entry
+            else:
+                found.setdefault(method['type'], entry)
     return found
 
 

@@ -7,9 +7,7 @@ from their files.
 """
 import importlib.util
 import io
-import os
 import os.path as osp
-import tempfile
 
 import torch
 
@@ -28,6 +26,17 @@ def load_converter(name):
     return module
 
 
+def _load_atomic_writer():
+    path = osp.normpath(osp.join(_CONVERTERS, '..', '..', 'compat', 'atomic_file.py'))
+    spec = importlib.util.spec_from_file_location('_vpetl_mm_atomic_file', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ATOMIC = _load_atomic_writer()
+
+
 def unwrap_state_dict(state, path):
     """The state dict of a loaded checkpoint: ``state`` itself or the one under ``model`` /
     ``state_dict``; a ``ValueError`` naming ``path`` for anything else."""
@@ -41,19 +50,8 @@ def unwrap_state_dict(state, path):
 
 
 def save_atomic(obj, dst):
-    """``torch.save`` to a temporary file next to ``dst``, then rename it over ``dst``."""
+    """``torch.save`` to a temporary file next to ``dst``, then rename it over ``dst`` (the mode
+    an ordinary write would give it)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + osp.basename(dst) + '.', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    _ATOMIC.atomic_write_bytes(buffer.getvalue(), dst, prefix='.' + osp.basename(dst) + '.')

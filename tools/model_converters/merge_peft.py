@@ -46,9 +46,14 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
-    vpetl_mm.load_trainable(model, args.checkpoint)
-    vpetl_mm.save_merged(model, args.out, meta=dict(merged_from=osp.basename(args.checkpoint),
-                                                    config=osp.basename(args.config)))
+    try:
+        vpetl_mm.load_trainable(model, args.checkpoint)
+        vpetl_mm.save_merged(model, args.out,
+                             meta=dict(merged_from=osp.basename(args.checkpoint),
+                                       config=osp.basename(args.config)))
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as err:
+        message = err.args[0] if err.args else str(err)
+        sys.exit(f'merge_peft: error: {message}')
     merged = model.state_dict()
     print(f'merged {args.checkpoint} -> {args.out} ({len(merged)} tensors)')
     return args.out

@@ -7,27 +7,11 @@ renames it over the target, so a reader sees either the old file or the complete
 with ``backend_args=dict(backend='vpetl_atomic')`` on the ``CheckpointHook`` (the vpetl_mm base
 runtime config does).
 """
-import os
-import tempfile
-
 from mmengine.fileio import LocalBackend, register_backend
 
+from .atomic_file import atomic_write_bytes
 
-def atomic_write_bytes(data: bytes, filepath: str) -> None:
-    """Write ``data`` to ``filepath`` through a temporary file and a rename."""
-    folder = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp_', suffix='.part')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+__all__ = ['AtomicLocalBackend', 'atomic_write_bytes']
 
 
 @register_backend('vpetl_atomic', force=True)

@@ -45,11 +45,24 @@ def check_peft_configs(saved: List, current: List, source: str = 'the checkpoint
                          f'configured with {current}')
 
 
+def tuned_counts(model: nn.Module) -> Dict[int, int]:
+    """``id(parameter) -> elements training can change`` for the tensors that sparse PEFT
+    methods (GPS) update only in part (``PEFTMethod.tuned_parameters``)."""
+    from vpetl_mm.peft.base import PEFTMethod
+    counts = {}
+    for module in model.modules():
+        if isinstance(module, PEFTMethod):
+            counts.update((id(p), n) for p, n in (module.tuned_parameters() or {}).items())
+    return counts
+
+
 def parameter_summary(model: nn.Module, depth: int = 1) -> List[Tuple[str, int, int]]:
     """``(name, trainable, total)`` per module at ``depth`` (1: backbone, neck, head, ...),
-    followed by a ``'total'`` row. Shared parameters count once."""
+    followed by a ``'total'`` row. Shared parameters count once. A tensor that a sparse method
+    updates in part counts its tuned elements as trainable (GPS: the selected entries)."""
     rows: Dict[str, List[int]] = OrderedDict()
     seen = set()
+    tuned = tuned_counts(model)
     for name, param in model.named_parameters():
         if id(param) in seen:
             continue
@@ -58,7 +71,7 @@ def parameter_summary(model: nn.Module, depth: int = 1) -> List[Tuple[str, int, 
         row = rows.setdefault(key, [0, 0])
         row[1] += param.numel()
         if param.requires_grad:
-            row[0] += param.numel()
+            row[0] += tuned.get(id(param), param.numel())
     out = [(k, t, n) for k, (t, n) in rows.items()]
     out.append(('total', sum(r[1] for r in out), sum(r[2] for r in out)))
     return out

@@ -13,6 +13,9 @@ detectors and model-zoo checkpoints work unchanged. The method's state sits at `
 (a :class:`PEFTState`).
 """
 import copy
+import logging
+import os
+import zipfile
 from typing import List, Optional, Sequence, Union
 
 import torch
@@ -72,6 +75,56 @@ def _method_name(cfg: dict, taken) -> str:
     return name
 
 
+def _method_cfgs(method) -> list:
+    """``method=`` as a list of configs (``None``: none)."""
+    return [] if method is None else [method] if isinstance(method, dict) else list(method)
+
+
+def _init_cfg_loads(model: nn.Module) -> bool:
+    """Whether ``model``'s ``init_cfg`` (mmengine's) loads a checkpoint."""
+    init_cfg = getattr(model, 'init_cfg', None)
+    cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return any(isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfgs)
+
+
+def _holds_npy(path: str) -> bool:
+    """Whether the zip archive at ``path`` is a NumPy ``.npz`` (only ``.npy`` members)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return False
+    return bool(names) and all(n.endswith('.npy') for n in names)
+
+
+def read_checkpoint(path: str, key: str = 'checkpoint'):
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name ``key`` (the
+    argument or config key that gave ``path``), the file and the likely fix.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a NumPy ``.npz`` archive (a JAX / big_vision release that needs converting)
+            or a file torch cannot read (truncated, not a torch checkpoint).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'{key}={path!r}: no such file (resolved to '
+                                f'{os.path.abspath(path)})')
+    with open(path, 'rb') as f:
+        magic = f.read(4)
+    if path.endswith('.npz') or (magic.startswith(b'PK') and _holds_npy(path)):
+        raise ValueError(f'{key}={path!r} is a NumPy archive (a JAX / big_vision release), not a '
+                         'torch checkpoint: convert it first, e.g. python '
+                         f'tools/model_converters/vit2mmpretrain.py {path} OUT.pth')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        hint = ('a zip archive torch cannot read: truncated or not a torch checkpoint'
+                if magic.startswith(b'PK') else 'not a torch checkpoint, or truncated')
+        raise ValueError(f'{key}={path!r} ({os.path.getsize(path):,} bytes) cannot be read: '
+                         f'{hint} ({type(err).__name__}: {str(err).splitlines()[0][:200]})'
+                         ) from err
+
+
 def load_pretrained(backbone: nn.Module, spec: BackboneSpec, path: str,
                     prefix: Optional[str] = None, strict: bool = True) -> None:
     """Load a local checkpoint into ``backbone`` (``weights_only=True``).
@@ -83,7 +136,7 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, path: str,
     initialisation is a silent wrong result.
     """
     logger = MMLogger.get_current_instance()
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt = read_checkpoint(path, 'pretrained')
     if isinstance(ckpt, dict) and 'state_dict' in ckpt:
         ckpt = ckpt['state_dict']
     elif isinstance(ckpt, dict) and 'model' in ckpt:
@@ -105,7 +158,8 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, path: str,
     if missing:
         message = (f'pretrained={path!r} lacks {len(missing)} backbone weights, e.g. '
                    f'{missing[:8]}. Convert the checkpoint (tools/model_converters/) or set '
-                   'prefix=... ; pass strict_pretrained=False to accept random weights there.')
+                   "pretrained_prefix=... (e.g. 'backbone.' for a whole-model checkpoint); "
+                   'pass strict_pretrained=False to accept random weights there.')
         if strict:
             raise KeyError(message)
         print_log(message, logger=logger, level=30)
@@ -187,13 +241,20 @@ def PEFTBackbone(backbone: Union[dict, nn.Module],
                   '(no pretrained=...: the frozen weights are what that init gives)',
                   logger=logger)
         model.init_weights()
+        types = [str(c.get('type')) for c in _method_cfgs(method) if isinstance(c, dict)]
+        from_scratch = bool(types) and all(t == 'FullFineTune' for t in types)
+        if not _init_cfg_loads(model) and not from_scratch:
+            print_log(f'PEFTBackbone: no pretrained=... and the init_cfg of {name} loads no '
+                      'checkpoint: the frozen backbone keeps RANDOM weights. Set '
+                      'pretrained=PATH (fine to ignore in tests and from-scratch runs).',
+                      logger=logger, level=logging.WARNING)
     the_spec = get_spec(model, spec)
     if pretrained:
         load_pretrained(model, the_spec, pretrained, pretrained_prefix, strict_pretrained)
     for param in model.parameters():
         param.requires_grad_(False)
 
-    cfgs = [] if method is None else [method] if isinstance(method, dict) else list(method)
+    cfgs = _method_cfgs(method)
     state = PEFTState(the_spec, [dict(c) for c in cfgs])
     for cfg in cfgs:
         name = _method_name(cfg, state.methods)

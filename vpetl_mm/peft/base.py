@@ -1,5 +1,5 @@
 """The base class of every PEFT method."""
-from typing import Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 from torch import nn
 
@@ -40,10 +40,16 @@ class PEFTMethod(nn.Module):
     def check_optimizer(self, optim_wrapper) -> None:
         """Refuse optimizer settings the method cannot train under (called before training)."""
 
+    def tuned_parameters(self) -> Optional[Dict[nn.Parameter, int]]:
+        """For methods that update a sparse subset of their ``requires_grad`` tensors: each such
+        tensor mapped to the number of its elements training can change; ``None`` otherwise."""
+        return None
+
     def tuned_elements(self) -> Optional[int]:
         """Backbone elements training can change, where fewer than the ``requires_grad``
-        parameters hold (methods that update a sparse subset); ``None`` otherwise."""
-        return None
+        parameters hold (see :meth:`tuned_parameters`); ``None`` otherwise."""
+        tuned = self.tuned_parameters()
+        return None if tuned is None else sum(tuned.values())
 
     def attach(self, backbone: nn.Module, spec) -> None:
         raise NotImplementedError(f'{type(self).__name__}.attach is missing')

@@ -2,7 +2,7 @@
 
 Zhang et al., "Gradient-based Parameter Selection for Efficient Fine-Tuning", CVPR 2024.
 """
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.dist import all_reduce, get_world_size
@@ -120,9 +120,10 @@ class GPS(PEFTMethod):
     def is_selected(self) -> bool:
         return bool(self.selected)
 
-    def tuned_elements(self) -> int:
-        return (sum(w.shape[0] * self.connections for w, _ in self._weights) +
-                sum(b.numel() for b in self._biases))
+    def tuned_parameters(self) -> Dict[nn.Parameter, int]:
+        tuned = {w: w.shape[0] * self.connections for w, _ in self._weights}
+        tuned.update((b, b.numel()) for b in self._biases)
+        return tuned
 
     def select(self, model: nn.Module, batches: Iterable[dict]) -> str:
         model.eval()

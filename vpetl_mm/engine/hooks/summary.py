@@ -18,9 +18,11 @@ def format_summary(model, depth: int = 1) -> str:
     for state in get_peft_state(model):
         for name, method in state.methods.items():
             tuned = method.tuned_elements()
+            note = '' if tuned is None else (
+                f'; tunes {tuned:,} elements of its tensors (the trainable column counts '
+                'these; the optimizer holds the whole tensors)')
             lines.append(f'PEFT method {name}: {type(method).__name__}'
-                         f'{" (mergeable)" if method.mergeable else ""}'
-                         f'{"" if tuned is None else f"; tunes {tuned:,} elements of its tensors"}')
+                         f'{" (mergeable)" if method.mergeable else ""}{note}')
     return '\n'.join(lines)
 
 
