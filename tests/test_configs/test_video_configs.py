@@ -1,5 +1,7 @@
-"""The video configs (BAPAT on HMDB51 / SSv2 with VideoMAE ViT-B and Video Swin-B) build the
-recognizers they describe, and the video checkpoints they name load into their backbones."""
+"""The video method table (configs/video: V-PETL's video methods plus Mona, DyT and DTL on the
+VideoMAE ViT-B and Video Swin-B, Kinetics-400 / SSv2 / HMDB51) builds the recognizers it
+describes with the published counts, and the video checkpoints it names load into its
+backbones."""
 import copy
 import glob
 import os.path as osp
@@ -16,48 +18,101 @@ from tests.test_models.checks import build_on_meta  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'video', '*.py')))
-# (family, dataset) -> (trainable backbone parameters, classes)
-EXPECTED = {
-    ('vit-b-p16', 'hmdb51'): (2093184, 51),
-    ('vit-b-p16', 'sthv2'): (2093184, 174),
-    ('swin-b-p244-w877', 'hmdb51'): (6201088, 51),
-    ('swin-b-p244-w877', 'sthv2'): (6201088, 174),
+BACKBONES = ('videomae-vit-b', 'video-swin-b')
+METHODS = ('linear', 'full', 'adaptformer', 'prefix', 'bapat', 'lora', 'bitfit', 'adapter',
+           'mona', 'dyt', 'dtl')
+DATASETS = {'k400': 400, 'sthv2': 174, 'hmdb51': 51}  # dataset -> classes
+# trainable backbone parameters (VideoMAE ViT-B/16, Video Swin-B), 8 frames
+COUNTS = {
+    'linear': (0, 0), 'full': (86227200, 87638984), 'adaptformer': (1189632, 1553664),
+    'prefix': (1880832, 2456064), 'bapat': (2093184, 6201088), 'lora': (589824, 770048),
+    'bitfit': (93696, 1090376), 'adapter': (1189632, 1553664), 'dyt': (1198860, 1565720),
+    'dtl': (36864, 90112), 'mona': (2684928, 3667456),
 }
+# V-PETL Bench's published video counts (its README table); ours must be within 3% of them or
+# the config's header must say why not
+VPETL = {('adaptformer', 'videomae-vit-b'): 1.19e6, ('adaptformer', 'video-swin-b'): 1.55e6,
+         ('bapat', 'videomae-vit-b'): 2.06e6, ('bapat', 'video-swin-b'): 6.18e6,
+         ('lora', 'video-swin-b'): 0.75e6, ('bitfit', 'video-swin-b'): 1.09e6,
+         ('prefix', 'video-swin-b'): 6.37e6}
 
 
-def test_all_video_configs_listed():
-    names = {(osp.basename(p).split('_')[0], osp.basename(p)[:-3].split('_')[-1])
-             for p in CONFIGS}
-    assert names == set(EXPECTED)
+def parts(path):
+    backbone, method, dataset = osp.basename(path)[:-3].split('_')
+    return backbone, method, dataset
+
+
+def test_video_table_is_complete_and_generated():
+    """Every backbone x method x dataset of the table (plus MMAction2's Video Swin recipe on
+    Kinetics-400) is committed, and each file is what tools/misc/gen_video_configs.py writes."""
+    from tools.misc import gen_video_configs
+    expected = {f'{b}_{m}_{d}.py' for b in BACKBONES for m in METHODS for d in DATASETS}
+    expected |= {f'video-swin-b_{m}_k400-mmaction.py' for m in METHODS}
+    assert {osp.basename(p) for p in CONFIGS} == expected
+    assert gen_video_configs.main(['--check']) == 0, \
+        'configs/video is stale: run python tools/misc/gen_video_configs.py'
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
-def test_video_config_builds(path):
+def test_video_config_recipe(path):
     cfg = Config.fromfile(path)
-    name = osp.basename(path)[:-3]
-    params, classes = EXPECTED[(name.split('_')[0], name.split('_')[-1])]
+    backbone, method, dataset = parts(path)
     assert cfg.default_scope == 'mmaction'
-    assert [m['type'] for m in cfg.model.backbone.method] == ['AdaptFormer', 'PATT']
-    assert cfg.model.cls_head.num_classes == classes
-    assert cfg.optim_wrapper.optimizer.type == 'SGD'
-    assert cfg.optim_wrapper.optimizer.weight_decay == 0
-    assert cfg.train_cfg.max_epochs == 90
+    assert cfg.model.type == 'Recognizer3D'
+    assert cfg.model.backbone.type == 'vpetl_mm.PEFTBackbone'
+    assert cfg.model.backbone.backbone.type == (
+        'SwinTransformer3D' if backbone == 'video-swin-b' else 'VisionTransformer')
+    assert cfg.model.cls_head.num_classes == DATASETS[dataset.split('-')[0]]
+    hooks = [h['type'] for h in cfg.custom_hooks]
+    assert 'vpetl_mm.TrainableCheckpointHook' in hooks and 'vpetl_mm.DyTHook' in hooks
     sample = cfg.train_pipeline[1]
-    assert (sample.clip_len, sample.frame_interval) == (8, 4)
-    assert 'Flip' not in [t['type'] for t in cfg.train_pipeline]
-    dataset = name.split('_')[-1]
+    if dataset == 'k400-mmaction':  # MMAction2's Video Swin recipe
+        assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+        assert cfg.optim_wrapper.optimizer.weight_decay == 0.05
+        assert cfg.train_cfg.max_epochs == 30
+        assert (sample.clip_len, sample.frame_interval) == (32, 2)
+        assert 'Flip' in [t['type'] for t in cfg.train_pipeline]
+        assert [t['type'] for t in cfg.test_pipeline][4] == 'ThreeCrop'
+        assert ('lr_mult' in str(cfg.optim_wrapper.get('paramwise_cfg', {}))) == (
+            method == 'full')
+    else:  # V-PETL's
+        assert cfg.optim_wrapper.optimizer.type == 'SGD'
+        assert cfg.optim_wrapper.optimizer.weight_decay == 0
+        assert cfg.train_cfg.max_epochs == 90
+        assert (sample.clip_len, sample.frame_interval) == (8, 4)
+        assert 'Flip' not in [t['type'] for t in cfg.train_pipeline]
+    root = {'k400': 'data/kinetics400/', 'sthv2': 'data/sthv2/',
+            'hmdb51': 'data/hmdb51/'}[dataset.split('-')[0]]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         data = cfg[loader].dataset
-        assert data.type == 'VideoDataset' and data.ann_file.startswith(f'data/{dataset}/')
-        assert data.data_prefix.video == f'data/{dataset}/videos'
+        assert data.type == 'VideoDataset' and data.ann_file.startswith(root)
+        assert data.data_prefix.video.startswith(root)
     assert 'train' in cfg.train_dataloader.dataset.ann_file
     assert 'val' in cfg.test_dataloader.dataset.ann_file
     assert cfg.test_dataloader.dataset.pipeline[1].num_clips == 4
+
+
+@pytest.mark.parametrize('backbone', BACKBONES)
+@pytest.mark.parametrize('method', METHODS)
+def test_video_config_counts(backbone, method):
+    """The trainable backbone parameters of each (backbone, method), built on the meta device
+    from the config; every dataset's config carries the same backbone; V-PETL's published
+    counts are met within 3%, or the header says why not."""
+    paths = [p for p in CONFIGS if parts(p)[:2] == (backbone, method)]
+    cfgs = [Config.fromfile(p) for p in paths]
+    assert all(c.model.backbone == cfgs[0].model.backbone for c in cfgs)
     init_default_scope('mmaction')
     from mmengine.registry import MODELS
-    model = build_on_meta(MODELS, dict(cfg.model.backbone.to_dict(), pretrained=None))
+    model = build_on_meta(MODELS, dict(cfgs[0].model.backbone.to_dict(), pretrained=None))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    assert trainable == params
+    expected = COUNTS[method][BACKBONES.index(backbone)]
+    assert trainable == expected
+    header = open(paths[0]).read().split('_base_')[0]
+    assert f'Trainable backbone parameters: {expected:,}.' in header.replace('\n# ', ' ')
+    published = VPETL.get((method, backbone))
+    if published is not None and abs(trainable - published) > 0.03 * published:
+        assert f'V-PETL reports {published / 1e6:.2f}M' in header.replace('\n# ', ' '), \
+            f'{paths[0]}: {trainable:,} against V-PETL\'s {published:,.0f}, unexplained'
 
 
 def _save(state_dict, path, prefix='backbone.'):
@@ -126,7 +181,9 @@ def test_video_swin_checkpoint_in_mmaction_0x_layout(tmp_path):
     assert torch.equal(wrapped.norm1.weight, plain.norm1.weight)
 
 
-@pytest.mark.parametrize('path', CONFIGS[:2], ids=osp.basename)
+@pytest.mark.parametrize('path', [p for p in CONFIGS if parts(p)[1] == 'lora'
+                                  and parts(p)[2] in ('hmdb51', 'k400-mmaction')],
+                         ids=osp.basename)
 def test_video_pipelines_build_and_crop(path):
     """Every transform of the pipelines is registered with these arguments, and the train crop
     turns frames of any size into 8 x 224 x 224 clips."""
@@ -142,3 +199,22 @@ def test_video_pipelines_build_and_crop(path):
     out = crop(dict(imgs=frames, img_shape=(240, 320), ori_shape=(240, 320), num_clips=1,
                     clip_len=8, modality='RGB'))
     assert out['imgs'].shape == (1, 3, 8, 224, 224)
+
+
+@pytest.mark.parametrize('name, classes, root', [
+    ('k400_vpetl-8x4x1', 400, 'data/kinetics400/'), ('sthv2_vpetl-8x4x1', 174, 'data/sthv2/'),
+    ('hmdb51_vpetl-8x4x1', 51, 'data/hmdb51/'), ('ucf101_vpetl-8x4x1', 101, 'data/ucf101/'),
+    ('k400_swin-32x2x1', 400, 'data/kinetics400/')])
+def test_video_dataset_files(name, classes, root):
+    """The dataset files read mmaction's list files from the folders its tools/data scripts
+    write, train from the train list and evaluate on the val list."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'datasets', f'{name}.py'))
+    assert cfg.num_classes == classes
+    for loader, split in (('train_dataloader', 'train'), ('val_dataloader', 'val'),
+                          ('test_dataloader', 'val')):
+        data = cfg[loader].dataset
+        assert data.type == 'VideoDataset'
+        assert data.ann_file.startswith(root) and f'_{split}_' in data.ann_file
+        assert data.ann_file.endswith('_videos.txt')
+        assert data.data_prefix.video.startswith(root)
+    assert cfg.test_dataloader.dataset.pipeline[1].num_clips == 4

@@ -1,13 +1,25 @@
-"""DTL / DTL+ against the formula, and its memory property."""
+"""DTL / DTL+ against the formula, and its memory property; DTL+ on the video backbones
+(mmaction ViT, Video Swin) with its 2-D fusion convolution on each frame."""
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip('mmpretrain')
+from mmengine.registry import MODELS as ENGINE_MODELS  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
-from vpetl_mm.peft.dtl import swish  # noqa: E402
+from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
+                                      train_and_check_frozen)
+from tests.test_models.test_mona_lorand import (VIDEO, assert_video_formula,  # noqa: E402
+                                                base_method, conv2d_frames, on_frames,
+                                                video_blocks, video_counts, video_outputs,
+                                                video_pair, video_recognizer)
+from vpetl_mm.models.specs.base import TokenLayout  # noqa: E402
+from vpetl_mm.peft.dtl import DTL, DTLPlus, swish  # noqa: E402
 
 VIT = dict(type='VisionTransformer',
            arch=dict(embed_dims=32, num_layers=4, num_heads=2, feedforward_channels=64),
@@ -113,6 +125,105 @@ def test_dtl_keeps_no_activations_before_first_add_block():
     assert saved_in_blocks(lora, x, [0, 1]) > 0
 
 
-def test_dtl_plus_rejects_3d_grids_and_bad_kernel():
+def test_dtl_plus_bad_kernel_and_unsupported_grids():
+    """Video grids are served (below); a grid of another rank is refused, naming it."""
     with pytest.raises(ValueError, match='kernel_size >= 1'):
         build(dict(type='DTL+', kernel_size=0))
+
+    class FourDSpec:
+        grid_rank = 4
+
+    with pytest.raises(ValueError, match=r'\(T, H, W\) token grid; FourDSpec has 4-D grids'):
+        DTLPlus().attach(None, FourDSpec())
+
+
+# --- video: the fusion convolution on each frame of the (T, H, W) token grid ---------------
+@pytest.mark.parametrize('name', list(VIDEO))
+def test_dtl_plus_video_formula(tmp_path, name):
+    """``R`` accumulates ``B_j A_j x_j`` over the block inputs of a stage (Video Swin: the
+    ``(B, D, H, W, C)`` stream, restarting every stage); after the add-back blocks (the second
+    half) ``y += DW_k(swish(R))``, the ``k x k`` depthwise convolution on each frame."""
+    plain, model, x = video_pair(tmp_path, name, dict(type='DTL+', rank=2, kernel_size=3))
+    dtl = model.peft.methods['dtlplus']
+    with torch.no_grad():
+        for p in dtl.parameters():
+            p.normal_(0, 0.3)
+        bare = video_outputs(plain, x)
+    grid = VIDEO[name][2]
+    blocks = video_blocks(plain)
+    n = len(blocks)
+    # Video Swin (depths 2, 2, 2, 2): add-back after blocks 4..7 (stages 2 and 3), so stages 0
+    # and 1 get no side maps and stages 2 and 3 a fusion convolution each
+    sides, fusions = ('0123', '0') if name == 'vit' else ('4567', '23')
+    assert set(dtl.side) == set(sides) and set(dtl.fusion) == set(fusions)
+    state = {}
+    plain.register_forward_pre_hook(lambda m, a: state.clear())
+
+    def fuse(r, conv):
+        s = r * torch.sigmoid(100 * r)
+        return conv2d_frames(s, lambda g: F.conv2d(g, conv.weight, padding=1, groups=g.shape[1]))
+
+    for i, (stage, ref) in enumerate(blocks):
+        def forward(t, *rest, b=ref, i=i, stage=stage):
+            side = dtl.side[str(i)] if str(i) in dtl.side else None
+            if side is not None:
+                state[stage] = state.get(stage, 0) + t @ side.down.t() @ side.up.t()
+            y = type(b).forward(b, t, *rest)
+            if i >= n // 2:
+                y = y + on_frames(lambda r: fuse(r, dtl.fusion[str(stage)]), state[stage], grid)
+            return y
+        ref.forward = forward
+    assert_video_formula(model, plain, x, bare)
+
+
+@pytest.mark.parametrize('name', list(VIDEO))
+def test_dtl_plus_video_identity_at_init(tmp_path, name):
+    """``B_j = 0``: ``R = 0``, ``swish(0) = 0`` and the fusion of zero is zero, so the wrapped
+    backbone's outputs are the bare one's, bit for bit."""
+    plain, model, x = video_pair(tmp_path, name, dict(type='DTL+', rank=2, kernel_size=3))
+    with torch.no_grad():
+        for out, ref in zip(video_outputs(model, x), video_outputs(plain, x)):
+            assert torch.equal(out, ref)
+
+
+def test_dtl_plus_frames_stay_independent():
+    """On a ``(T, H, W)`` grid the fusion of each frame is the image fusion of that frame
+    alone: changing frame 1 leaves frames 0 and 2 and the prefix exact."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 3, padding='same', groups=8, bias=False)
+    t, h, w = 3, 4, 5
+    s = torch.randn(2, 1 + t * h * w, 8)
+    with torch.no_grad():
+        y = DTL._fuse(s, TokenLayout(1, (t, h, w)), conv)
+        for f in range(t):
+            frame = slice(1 + f * h * w, 1 + (f + 1) * h * w)
+            image = DTL._fuse(torch.cat([s[:, :1], s[:, frame]], 1), TokenLayout(1, (h, w)), conv)
+            torch.testing.assert_close(y[:, frame], image[:, 1:], rtol=1e-6, atol=1e-6)
+        assert torch.equal(y[:, :1], s[:, :1])
+        changed = s.clone()
+        changed[:, 1 + h * w:1 + 2 * h * w] += torch.randn(2, h * w, 8)
+        z = DTL._fuse(changed, TokenLayout(1, (t, h, w)), conv)
+    assert torch.equal(z[:, :1 + h * w], y[:, :1 + h * w])
+    assert torch.equal(z[:, 1 + 2 * h * w:], y[:, 1 + 2 * h * w:])
+    assert (z[:, 1 + h * w:1 + 2 * h * w] - y[:, 1 + h * w:1 + 2 * h * w]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize('name', list(VIDEO))
+def test_dtl_plus_video_training_and_round_trip(tmp_path, name):
+    """One step moves the side maps (and, once ``B`` is non-zero, the fusion) and no frozen
+    weight; the trainable-only state dict restores a fresh model exactly."""
+    method = dict(type='DTL+', rank=2, kernel_size=3)
+    model, cfg, data, x = video_recognizer(tmp_path, name, method)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(n.startswith('cls_head.') or '.peft.methods.dtlplus.' in n
+               for n in trainable), trainable
+    before, after = train_and_check_frozen(model, data, steps=2)
+    assert moved(before, after, '.side.') and moved(before, after, '.fusion.')
+    assert_round_trip(model, ENGINE_MODELS.build(copy.deepcopy(cfg)), x)
+
+
+def test_dtl_plus_video_counts():
+    """The DTL+ base config (r 2, k 3, add-back after blocks 6..11): ViT-B 36,864 + 768 x 9 =
+    43,776 as on the image ViT-B/16; Video Swin-B: blocks 6..11 are in stage 2 (width 512),
+    whose side maps start at its first block 4: 8 x 2 x 512 x 2 + 512 x 9 = 20,992."""
+    assert video_counts(base_method('dtl+.py').to_dict()) == [43776, 20992]

@@ -268,3 +268,28 @@ def test_moe_adapter_trains_in_the_classifier(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(model(x, mode='tensor'), fresh(x, mode='tensor'))
+
+
+def test_real_skipping_in_the_video_vit(tmp_path):
+    """On mmaction's ViT (VideoMAE layout, 3-D token grid) DyT's skipped tokens really bypass
+    the MLP at inference: its fc1 receives only the kept rows, as many as the activation rate
+    says, and the recognizer's output still depends on the dispatcher's choices."""
+    plain, build_model, batch_fn = setup('mmaction-vit', tmp_path)
+    model = build_model(dict(type='DyT', bottleneck=4))
+    dyt = model.backbone.peft.methods['dyt']
+    with torch.no_grad():  # a dispatcher that keeps some tokens and skips others
+        for p in dyt.parameters():
+            p.normal_(0, 0.5)
+    model.eval()
+    seen = []
+    for block in model.backbone.blocks:
+        block.mlp.layers[0][0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
+    _, x = batch_fn()
+    dyt.activation_rate()  # reset
+    with torch.no_grad():
+        model.backbone(x)
+    tokens = x.shape[0] * 2 * 4 * 4  # batch x (4 frames / tubelet 2) x 4 x 4 patches
+    kept = sum(shape[0] for shape in seen)
+    assert all(len(shape) == 2 for shape in seen)  # rows, not the padded sequence
+    assert 0 < kept < tokens * len(model.backbone.blocks)
+    assert dyt.activation_rate() == pytest.approx(kept / (tokens * len(model.backbone.blocks)))

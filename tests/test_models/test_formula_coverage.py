@@ -16,6 +16,9 @@ REPARAM = 'tests/test_models/test_formulas_reparam.py'
 ADAPTERS = 'tests/test_models/test_formulas_adapters.py'
 SELECTION = f'{REPARAM}::test_selection_trainable_and_plain_forward'
 SELECTING = 'tests/test_models/test_selection_methods.py'  # methods that select from the data
+MONA = 'tests/test_models/test_mona_lorand.py'
+DTL_TESTS = 'tests/test_models/test_dtl.py'
+PREFIX = 'tests/test_models/test_prefix.py'
 
 #: method type -> its formula (and init) tests, as pytest node ids
 FORMULA_TESTS = {
@@ -45,15 +48,21 @@ FORMULA_TESTS = {
     'Houlsby': [f'{ADAPTERS}::test_houlsby_init', f'{ADAPTERS}::test_houlsby_formula'],
     'Compacter': [f'{ADAPTERS}::test_compacter_init', f'{ADAPTERS}::test_compacter_formula'],
     'DTL': [f'{ADAPTERS}::test_dtl_init', f'{ADAPTERS}::test_dtl_formula'],
-    'DTL+': [f'{ADAPTERS}::test_dtl_init', f'{ADAPTERS}::test_dtl_formula'],
+    'DTL+': [f'{ADAPTERS}::test_dtl_init', f'{ADAPTERS}::test_dtl_formula',
+             f'{DTL_TESTS}::test_dtl_plus_video_formula',
+             f'{DTL_TESTS}::test_dtl_plus_frames_stay_independent',
+             f'{DTL_TESTS}::test_dtl_plus_video_identity_at_init'],
     'PATT': [f'{ADAPTERS}::test_patt_init', f'{ADAPTERS}::test_patt_formula'],
     'KAdaptation': ['tests/test_models/test_kadaptation.py::test_formula_q_and_v_only',
                     'tests/test_models/test_kadaptation.py::test_init_is_identity_and_learns'],
     'VPT-shallow': ['tests/test_models/test_vpt.py::test_official_formula',
                     'tests/test_models/test_vpt.py::test_swin_shallow_block_equals_vpt_swin_block'],
     'VPT-deep': ['tests/test_models/test_vpt.py::test_official_formula'],
-    'PrefixTuning': ['tests/test_models/test_prefix.py::test_attention_with_prefixes'],
-    'Mona': ['tests/test_models/test_mona_lorand.py::test_mona_formula'],
+    'PrefixTuning': [f'{PREFIX}::test_attention_with_prefixes',
+                     f'{PREFIX}::test_window_attention_with_prefixes',
+                     f'{PREFIX}::test_video_swin_window_attention_with_prefixes'],
+    'Mona': [f'{MONA}::test_mona_formula', f'{MONA}::test_mona_video_formula',
+             f'{MONA}::test_mona_frames_stay_independent'],
     'LoRand': ['tests/test_models/test_mona_lorand.py::test_lorand_formula'],
     'SNF': ['tests/test_models/test_mona_lorand.py::test_snf_formula'],
     'DyT': ['tests/test_models/test_dyt.py::test_inference_formula_and_real_skipping',

@@ -1,5 +1,7 @@
 """Mona, LoRand and SNF: inits and formulas written out in plain torch on the mmpretrain ViT
-(prefix tokens pass Mona's convolutions), the toolbox families, and the Swin-B counts."""
+(prefix tokens pass Mona's convolutions), the toolbox families, and the Swin-B counts; Mona on
+the video backbones (mmaction ViT, Video Swin): its 2-D operator on each frame of the
+(T, H, W) grid, by hand, frames independent, training, round trip and the full-size counts."""
 import copy
 
 import pytest
@@ -8,15 +10,21 @@ import torch.nn.functional as F
 from mmengine.optim import OptimWrapper
 
 pytest.importorskip('mmpretrain')
+from mmengine.registry import MODELS as ENGINE_MODELS  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
-from tests.test_models.reference import (assert_normal, assert_uniform,  # noqa: E402
-                                         fix_drop_path, vit_b)
+from tests.test_models.reference import (FixedDropPath, assert_normal,  # noqa: E402
+                                         assert_uniform, fix_drop_path, vit_b)
 from tests.test_models.test_peft_backbone_mmpretrain import (TINY_VIT,  # noqa: E402
                                                              pretrained_file)
-from tests.test_models.test_specs_toolboxes import FAMILIES, features, setup  # noqa: E402
+from tests.test_models.checks import (assert_round_trip, build_on_meta, moved,  # noqa: E402
+                                      train_and_check_frozen)
+from tests.test_models.test_specs_toolboxes import (FAMILIES, features, setup,  # noqa: E402
+                                                    video_batch)
+from vpetl_mm.models.specs.base import TokenLayout  # noqa: E402
+from vpetl_mm.peft.mona import Mona, MonaAdapter  # noqa: E402
 
 
 def build(tmp_path, method):
@@ -120,10 +128,6 @@ def test_lorand_formula(tmp_path):
 def test_toolbox_families(family, method, tmp_path):
     plain, build_model, batch_fn = setup(family, tmp_path)
     cfg = dict(type='Mona', bottleneck=8) if method == 'Mona' else dict(type='LoRand', kernel=2)
-    if method == 'Mona' and family.startswith('mmaction'):
-        with pytest.raises(TypeError, match='2-D token grid'):
-            build_model(cfg)
-        return
     model = build_model(cfg)
     data, x = batch_fn()
     model.eval()
@@ -243,3 +247,235 @@ def test_snf_toolbox_families(family, tmp_path):
     for n, p in params.items():
         assert p.requires_grad or torch.equal(p, before[n]), n
     assert any(not torch.equal(params[n], before[n]) for n in params if '.snf_' in n)
+
+
+# --- video: Mona's operator on each frame of the (T, H, W) token grid -----------------------
+VIDEO_VIT = dict(type='VisionTransformer', img_size=32, patch_size=8, embed_dims=32, depth=4,
+                 num_heads=2, mlp_ratio=2, qkv_bias=True, num_frames=4,
+                 norm_cfg=dict(type='LN', eps=1e-6), use_mean_pooling=True)
+VIDEO_SWIN = dict(type='SwinTransformer3D', arch=dict(embed_dims=16, depths=[2, 2, 2, 2],
+                                                      num_heads=[1, 2, 2, 4]),
+                  patch_size=(2, 4, 4), window_size=(2, 2, 2), pretrained=None,
+                  pretrained2d=False)
+#: backbone, input shape, token grid of the ViT's blocks (tubelet 2, patch 8), head channels
+VIDEO = {'vit': (VIDEO_VIT, (2, 3, 4, 32, 32), (2, 4, 4), 32),
+         'swin3d': (VIDEO_SWIN, (2, 3, 4, 64, 64), None, 128)}
+
+
+def video_pair(tmp_path, name, method):
+    """``(plain, model, x)``: the tiny mmaction backbone ``name`` bare and wrapped with
+    ``method`` (same frozen weights, from a pretrained file), in eval mode, drop-path a fixed
+    1/2 on both branches of every block (so a module on the residual stream differs from one
+    inside a branch), and an input."""
+    pytest.importorskip('mmaction')
+    init_default_scope('mmaction')
+    cfg, shape = VIDEO[name][:2]
+    torch.manual_seed(0)
+    plain = ENGINE_MODELS.build(copy.deepcopy(cfg))
+    for p in plain.parameters():  # non-trivial "pretrained" weights
+        p.data.normal_(0, 0.05) if p.dim() > 1 else p.data.uniform_(-0.1, 0.1)
+    path = str(tmp_path / f'{name}.pth')
+    torch.save({'state_dict': plain.state_dict()}, path)
+    model = ENGINE_MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(cfg),
+                                     pretrained=path, method=copy.deepcopy(method)))
+    plain.eval()
+    model.eval()
+    for backbone in (plain, model):
+        for _, block in video_blocks(backbone):
+            block.drop_path = FixedDropPath()
+    return plain, model, torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+
+
+def video_blocks(backbone):
+    """``[(stage, block)]`` of an mmaction ViT or SwinTransformer3D, in forward order."""
+    if hasattr(backbone, 'blocks'):
+        return [(0, b) for b in backbone.blocks]
+    return [(s, b) for s, layer in enumerate(backbone.layers) for b in layer.blocks]
+
+
+def on_frames(fn, x, grid=None):
+    """``fn`` on the 5-D ``(B, T, H, W, C)`` view of a block stream: Video Swin's own layout,
+    or the mmaction ViT's ``(B, T*H*W, C)`` tokens (T-major, from its Conv3d) with ``grid``."""
+    if grid is None:
+        return fn(x)
+    return fn(x.reshape(x.shape[0], *grid, x.shape[-1])).reshape(x.shape)
+
+
+def conv2d_frames(x, conv):
+    """``conv`` ``(B', C, H, W) -> (B', C, H, W)`` on every frame of ``x`` ``(B, T, H, W, C)``."""
+    b, t, h, w, c = x.shape
+    y = conv(x.permute(0, 1, 4, 2, 3).reshape(b * t, c, h, w))
+    return y.reshape(b, t, c, h, w).permute(0, 1, 3, 4, 2)
+
+
+def video_outputs(backbone, x):
+    """The backbone's output and, for the ViT (mean-pooled output), every token of the last
+    block: the input of its final norm."""
+    seen = {}
+    handle = None
+    if hasattr(backbone, 'blocks'):
+        handle = backbone.norm.register_forward_pre_hook(lambda m, a: seen.update(t=a[0]))
+    out = backbone(x)
+    if handle is not None:
+        handle.remove()
+        return out, seen['t']
+    return out, out
+
+
+def mona_frames_by_hand(a, x):
+    """Mona on ``x`` ``(B, T, H, W, C)`` from the adapter's tensors, the published 2-D
+    multi-scale convolution on each frame: ``x + up(GELU(MS(down(s1 LN(x) + s2 x))))``."""
+    z = F.linear(F.layer_norm(x, (x.shape[-1], ), a.norm.weight, a.norm.bias, a.norm.eps) *
+                 a.gamma + x * a.gammax, a.down.weight, a.down.bias)
+
+    def ms(g):
+        y = sum(F.conv2d(g, c.weight, c.bias, padding=c.weight.shape[-1] // 2,
+                         groups=g.shape[1]) for c in a.conv.convs) / 3 + g
+        return y + F.conv2d(y, a.conv.projector.weight, a.conv.projector.bias)
+
+    return x + F.linear(F.gelu(conv2d_frames(z, ms)), a.up.weight, a.up.bias)
+
+
+def randomize_mona(model):
+    with torch.no_grad():
+        for m in model.modules():
+            if type(m).__name__ == 'MonaAdapter':
+                for p in (m.gamma, m.norm.bias, m.down.bias, m.up.bias):
+                    p.normal_(0, 0.5)
+                for p in (m.gammax, m.norm.weight):
+                    p.normal_(1, 0.5)
+
+
+@pytest.mark.parametrize('name', list(VIDEO))
+def test_mona_video_formula(tmp_path, name):
+    """mmaction ViT and Video Swin: ``h = Mona1(x + Attn(LN1 x))``, ``y = Mona2(h + MLP(LN2 h))``
+    with the 2-D multi-scale convolution on each frame's (H, W) grid, every scale, norm and bias
+    drawn; written on the plain backbone's blocks (Video Swin: on its un-windowed
+    ``(B, D, H, W, C)`` stream, around its own attention and MLP parts)."""
+    plain, model, x = video_pair(tmp_path, name, dict(type='Mona', bottleneck=8))
+    randomize_mona(model)
+    grid = VIDEO[name][2]
+    with torch.no_grad():
+        bare = video_outputs(plain, x)
+    for (_, ref), (_, ours) in zip(video_blocks(plain), video_blocks(model)):
+        def mona(a, t):
+            return on_frames(lambda v: mona_frames_by_hand(a, v), t, grid)
+
+        if name == 'vit':
+            def forward(t, b=ref, a1=ours.mona_attn, a2=ours.mona_mlp):
+                h = mona(a1, t + b.drop_path(b.attn(b.norm1(t))))
+                return mona(a2, h + b.drop_path(b.mlp(b.norm2(h))))
+        else:
+            def forward(t, mask, b=ref, a1=ours.mona_attn, a2=ours.mona_mlp):
+                h = mona(a1, t + b.drop_path(b.forward_part1(t, mask)))
+                return mona(a2, h + b.forward_part2(h))
+        ref.forward = forward
+    assert_video_formula(model, plain, x, bare)
+
+
+def assert_video_formula(model, plain, x, bare):
+    """``model``'s outputs equal those of ``plain`` with the hand-written formula installed,
+    and differ from ``bare`` (the backbone without the method)."""
+    with torch.no_grad():
+        outs, refs = video_outputs(model, x), video_outputs(plain, x)
+    for out, ref, b in zip(outs, refs, bare):
+        assert out.shape == ref.shape == b.shape
+        assert (out - b).abs().max() > 1e-2
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_mona_frames_stay_independent():
+    """On a ``(T, H, W)`` grid each frame's output is the image adapter on that frame alone
+    (with the prefix token): changing frame 1 leaves frames 0 and 2 and the prefix exact."""
+    torch.manual_seed(0)
+    a = MonaAdapter(16, 8, 0.1).eval()
+    randomize_mona(a)
+    t, h, w = 3, 4, 5
+    x = torch.randn(2, 1 + t * h * w, 16)
+    with torch.no_grad():
+        y = a(x, TokenLayout(1, (t, h, w)))
+        for f in range(t):  # the image operator on [prefix, frame f]
+            frame = slice(1 + f * h * w, 1 + (f + 1) * h * w)
+            image = a(torch.cat([x[:, :1], x[:, frame]], 1), TokenLayout(1, (h, w)))
+            torch.testing.assert_close(y[:, frame], image[:, 1:], rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(y[:, :1], image[:, :1], rtol=0, atol=0)
+        changed = x.clone()
+        changed[:, 1 + h * w:1 + 2 * h * w] += torch.randn(2, h * w, 16)
+        z = a(changed, TokenLayout(1, (t, h, w)))
+    assert torch.equal(z[:, :1 + h * w], y[:, :1 + h * w])  # prefix and frame 0
+    assert torch.equal(z[:, 1 + 2 * h * w:], y[:, 1 + 2 * h * w:])  # frame 2
+    assert (z[:, 1 + h * w:1 + 2 * h * w] - y[:, 1 + h * w:1 + 2 * h * w]).abs().min() > 0
+
+
+def video_recognizer(tmp_path, name, method):
+    """``(model, cfg, data, x)``: a Recognizer3D around the tiny video backbone ``name``
+    (pretrained from a file) with ``method``, a train batch and a ``mode='tensor'`` input."""
+    pytest.importorskip('mmaction')
+    init_default_scope('mmaction')
+    backbone, _, _, channels = VIDEO[name]
+    torch.manual_seed(0)
+    plain = ENGINE_MODELS.build(copy.deepcopy(backbone))
+    path = str(tmp_path / f'{name}.pth')
+    torch.save({'state_dict': plain.state_dict()}, path)
+    head = dict(type='TimeSformerHead' if name == 'vit' else 'I3DHead', num_classes=3,
+                in_channels=channels)
+    cfg = dict(type='Recognizer3D', cls_head=head,
+               backbone=dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(backbone),
+                             pretrained=path, method=method),
+               data_preprocessor=dict(type='ActionDataPreprocessor', format_shape='NCTHW'))
+    data, x = video_batch()
+    return ENGINE_MODELS.build(copy.deepcopy(cfg)), cfg, data, x[:, None]
+
+
+@pytest.mark.parametrize('name', list(VIDEO))
+def test_mona_video_training_and_round_trip(tmp_path, name):
+    """Mona is not zero-initialised (the up projections start random, as the authors'), so it
+    is not the identity at initialisation; one step moves both adapters and no frozen weight,
+    and the trainable-only state dict restores a fresh model exactly."""
+    model, cfg, data, x = video_recognizer(tmp_path, name, dict(type='Mona', bottleneck=8))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(n.startswith('cls_head.') or '.mona_' in n for n in trainable), trainable
+    before, after = train_and_check_frozen(model, data)
+    assert moved(before, after, '.mona_attn.') and moved(before, after, '.mona_mlp.')
+    assert_round_trip(model, ENGINE_MODELS.build(copy.deepcopy(cfg)), x)
+
+
+def video_counts(method):
+    """Trainable parameters of ``method`` on the full-size mmaction VideoMAE ViT-B (8 frames)
+    and Video Swin-B (window 8x7x7), built on the meta device."""
+    pytest.importorskip('mmaction')
+    init_default_scope('mmaction')
+    counts = []
+    for backbone in (dict(type='VisionTransformer', img_size=224, patch_size=16, embed_dims=768,
+                          depth=12, num_heads=12, mlp_ratio=4, qkv_bias=True, num_frames=8),
+                     dict(type='SwinTransformer3D', arch='base', patch_size=(2, 4, 4),
+                          window_size=(8, 7, 7), pretrained=None, pretrained2d=False)):
+        model = build_on_meta(ENGINE_MODELS, dict(type='vpetl_mm.PEFTBackbone',
+                                                  backbone=backbone, method=method))
+        counts.append(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return counts
+
+
+def base_method(name):
+    """The ``peft_method`` of ``configs/_base_/peft/<name>``."""
+    import os.path as osp
+
+    from mmengine.config import Config
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    return Config.fromfile(osp.join(root, 'configs', '_base_', 'peft', name)).peft_method
+
+
+def test_mona_video_counts():
+    """configs/_base_/peft/mona.py: the image counts, since the convolutions stay 2-D (ViT-B
+    2,684,928 as on the image ViT-B/16; Video Swin-B 3,667,456 as on Swin-B)."""
+    assert video_counts(base_method('mona.py').to_dict()) == [2684928, 3667456]
+
+
+def test_mona_refuses_other_grid_ranks():
+    """The video grids are served; a grid of another rank is refused, naming it."""
+
+    class FourDSpec:
+        grid_rank = 4
+
+    with pytest.raises(TypeError, match=r'\(T, H, W\) token grid; FourDSpec has 4-D grids'):
+        Mona().attach(None, FourDSpec())

@@ -1,5 +1,7 @@
-"""Prefix tuning: attention with prefix keys / values by hand, the toolbox ViTs, Swin refused,
-training and the round trip."""
+"""Prefix tuning: attention with prefix keys / values by hand (ViT, 2-D Swin windows, Video Swin
+windows), the toolbox families, training, the round trip and the Video Swin-B counts."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,10 +98,6 @@ def test_window_attention_with_prefixes(tmp_path):
                                     'mmaction-swin3d'])
 def test_toolbox_families(family, tmp_path):
     plain, build_model, batch_fn = setup(family, tmp_path)
-    if family == 'mmaction-swin3d':
-        with pytest.raises(TypeError, match='no access to the attention keys'):
-            build_model(PREFIX)
-        return
     model = build_model(PREFIX)
     data, x = batch_fn()
     model.eval()
@@ -108,3 +106,222 @@ def test_toolbox_families(family, tmp_path):
     assert out.shape == ref.shape and (out - ref).abs().max() > 1e-5
     before, after = train_and_check_frozen(model, data)
     assert moved(before, after, '.prefix.')
+
+
+# --- Video Swin (mmaction SwinTransformer3D) -----------------------------------------------------
+SWIN3D = dict(type='SwinTransformer3D', arch=dict(embed_dims=16, depths=[2, 2, 2, 2],
+                                                  num_heads=[1, 2, 2, 4]),
+              patch_size=(2, 4, 4), window_size=(2, 2, 2), pretrained=None, pretrained2d=False)
+#: 6 frames of 36 x 36: a (3, 9, 9) token grid, padded to (4, 10, 10) in stage 0 and shifted by
+#: (1, 1, 1), so the windows hold padding and the shift mask is not all zero
+SWIN3D_INPUT = (1, 3, 6, 36, 36)
+
+
+def video_swin(tmp_path):
+    """A plain tiny ``SwinTransformer3D`` with random weights, and ``build(method, head)``: the
+    same weights wrapped with ``method`` (in a ``Recognizer3D`` when ``head``)."""
+    pytest.importorskip('mmaction')
+    init_default_scope('mmaction')
+    from mmengine.registry import MODELS as MM
+    torch.manual_seed(0)
+    plain = MM.build(copy.deepcopy(SWIN3D))
+    for p in plain.parameters():
+        p.data.normal_(0, 0.05) if p.dim() > 1 else p.data.uniform_(-0.1, 0.1)
+    path = tmp_path / 'swin3d.pth'
+    torch.save({'state_dict': plain.state_dict()}, path)
+    plain.eval()
+
+    def build(method, head=False):
+        cfg = dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(SWIN3D),
+                   pretrained=str(path), method=copy.deepcopy(method))
+        if head:
+            cfg = dict(type='Recognizer3D', backbone=cfg,
+                       cls_head=dict(type='I3DHead', num_classes=3, in_channels=128),
+                       data_preprocessor=dict(type='ActionDataPreprocessor',
+                                              format_shape='NCTHW'))
+        return MM.build(cfg)
+
+    return plain, build
+
+
+def swin3d_batch():
+    from mmaction.structures import ActionDataSample
+    g = torch.Generator().manual_seed(0)
+    inputs = [torch.randint(0, 256, SWIN3D_INPUT, generator=g, dtype=torch.uint8)
+              for _ in range(2)]
+    return dict(inputs=inputs, data_samples=[ActionDataSample().set_gt_label(i)
+                                             for i in range(2)])
+
+
+def capture_attention(attn):
+    """Record the ``(x, mask)`` every call of ``attn`` gets and the output it returns."""
+    calls = []
+
+    def hook(module, args, kwargs, out):
+        x = args[0]
+        mask = kwargs['mask'] if 'mask' in kwargs else (args[1] if len(args) > 1 else None)
+        calls.append((x.detach().clone(), None if mask is None else mask.clone(),
+                      out.detach().clone()))
+
+    return calls, attn.register_forward_hook(hook, with_kwargs=True)
+
+
+def window_attention_reference(attn, x, mask, prefix_kv, qkv_delta=None):
+    """Video Swin window attention with ``L`` prefix keys / values, by hand from the module's
+    tensors: ``softmax([q P_k^T, q k^T + B + M] * ...) [P_v; v]`` then ``proj``, with ``q``
+    already scaled, the relative position bias ``B`` and the shift mask ``M`` on the window
+    columns only. ``x`` ``(nW * B, N, C)``, ``mask`` ``(nW, N, N)`` or None; ``prefix_kv`` maps
+    ``(k, v)`` to the prefixes first (the test's own :func:`with_prefixes`); ``qkv_delta``
+    ``(nW * B, N, 3C)`` is added to the qkv output (a parallel branch such as PATT)."""
+    bw, n, c = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)
+    if qkv_delta is not None:
+        qkv = qkv + qkv_delta
+    q, k, v = qkv.reshape(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+    k, v = prefix_kv(k, v)
+    length = k.shape[2] - n
+    logits = (q * (c // heads) ** -0.5) @ k.transpose(-1, -2)  # (nW * B, heads, N, L + N)
+    index = attn.relative_position_index[:n, :n].reshape(-1)
+    bias = attn.relative_position_bias_table[index].reshape(n, n, heads).permute(2, 0, 1)
+    window = logits[..., length:] + bias
+    if mask is not None:
+        nw = mask.shape[0]
+        window = (window.reshape(bw // nw, nw, heads, n, n) + mask[None, :, None]).reshape(
+            bw, heads, n, n)
+    logits = torch.cat([logits[..., :length], window], dim=-1)
+    out = (torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(bw, n, c)
+    return F.linear(out, attn.proj.weight, attn.proj.bias)
+
+
+def test_video_swin_window_attention_with_prefixes(tmp_path):
+    """A shifted, padded block of Video Swin: the prefix keys / values join every window; the
+    position bias and the shift mask act on the window columns only; the softmax runs over
+    prefix and window keys (hand-written reference on the recorded block input)."""
+    _, build = video_swin(tmp_path)
+    backbone = build(PREFIX)
+    backbone.eval()
+    blocks = backbone.peft.spec.blocks
+    block = blocks[1]  # stage 0, second block: shifted windows
+    assert block.module.shift_size == (1, 1, 1)
+    generator = block.attn.prefix
+    with torch.no_grad():
+        for p in generator.parameters():
+            p.normal_(0, 0.5)
+    calls, handle = capture_attention(block.attn)
+    with torch.no_grad():
+        backbone(torch.randn(SWIN3D_INPUT))
+    handle.remove()
+    (x, mask, out), = calls
+    assert x.shape[0] == 2 * 5 * 5 and mask is not None and (mask != 0).any()  # padded grid
+    with torch.no_grad():
+        expected = window_attention_reference(
+            block.attn, x, mask, lambda k, v: with_prefixes(generator, k, v))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert (out - window_attention_reference(block.attn, x, mask, lambda k, v: (k, v))
+            ).abs().max() > 1e-3  # the prefixes matter
+    unshifted = blocks[0]  # called without a mask
+    calls, handle = capture_attention(unshifted.attn)
+    with torch.no_grad():
+        backbone(torch.randn(SWIN3D_INPUT))
+    handle.remove()
+    (x, mask, out), = calls
+    assert mask is None
+    with torch.no_grad():
+        expected = window_attention_reference(
+            unshifted.attn, x, None, lambda k, v: with_prefixes(unshifted.attn.prefix, k, v))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_video_swin_installed_forward_is_mmaction_exactly(tmp_path):
+    """With the spec's window-attention forward installed but no key / value transform (or an
+    identity one) the backbone output is bit-identical to the plain mmaction backbone, and the
+    installed forward to ``WindowAttention3D.forward`` on the same tensors."""
+    plain, build = video_swin(tmp_path)
+    backbone = build(PREFIX)
+    backbone.eval()
+    x = torch.randn(SWIN3D_INPUT)
+    attns = [b.attn for b in backbone.peft.spec.blocks]
+    assert all(a._vpetl_wrapped and 'forward' in vars(a) for a in attns)
+    with torch.no_grad():
+        ref = plain(x)
+        for transforms in ([], [lambda k, v: (k, v)]):
+            for a in attns:
+                a._vpetl_kv = list(transforms)
+            assert torch.equal(backbone(x), ref)
+        calls, handle = capture_attention(attns[1])
+        backbone(x)
+        handle.remove()
+        (tokens, mask, out), = calls
+        assert torch.equal(out, type(attns[1]).forward(attns[1], tokens, mask))
+
+
+def test_video_swin_training_round_trip_and_patt(tmp_path):
+    """In a Recognizer3D: only prefixes and head train, frozen weights stay bit-identical, the
+    trainable-only state dict restores a fresh model exactly. PATT reaches the keys / values
+    through the qkv linear (a hook on it), which the installed forward still calls: composed
+    with prefixes both act (reference by hand)."""
+    from vpetl_mm.engine import trainable_state_dict
+    plain, build = video_swin(tmp_path)
+    model = build(PREFIX, head=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert all(n.startswith('cls_head.') or '.attn.prefix.' in n for n in trainable), trainable
+    before, after = train_and_check_frozen(model, swin3d_batch())
+    assert moved(before, after, '.attn.prefix.embedding') and moved(before, after, '.prefix.up')
+    fresh = build(PREFIX, head=True)
+    fresh.load_state_dict(trainable_state_dict(model), strict=False)
+    model.eval()
+    fresh.eval()
+    x = torch.randn(SWIN3D_INPUT)
+    with torch.no_grad():
+        assert torch.equal(model.backbone(x), fresh.backbone(x))
+        assert (model.backbone(x) - plain(x)).abs().max() > 1e-4
+
+    composed = build([dict(type='PATT', mid=4), PREFIX])
+    composed.eval()
+    block = composed.peft.spec.blocks[3]  # stage 1, shifted
+    branch = block.attn.patt
+    with torch.no_grad():
+        branch.up.weight.normal_(0, 0.3)
+        branch.up.bias.normal_(0, 0.3)
+    calls, handle = capture_attention(block.attn)
+    with torch.no_grad():
+        composed(x)
+    handle.remove()
+    (tokens, mask, out), = calls
+    assert mask is not None
+    with torch.no_grad():
+        delta = branch.scale * F.linear(torch.tanh(F.linear(tokens, branch.down.weight,
+                                                            branch.down.bias)),
+                                        branch.up.weight, branch.up.bias)  # (..., 2C): k, v
+        delta = torch.cat([torch.zeros_like(delta[..., :block.dims]), delta], dim=-1)
+        expected = window_attention_reference(
+            block.attn, tokens, mask, lambda k, v: with_prefixes(block.attn.prefix, k, v),
+            qkv_delta=delta)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_video_swin_b_counts():
+    """Video Swin-B (24 blocks, widths 2 x 128, 2 x 256, 18 x 512, 2 x 1024: 12,032 in all):
+    ``12,032 (L + 3 mid + 2) + 24 mid`` prefix parameters. The base config's setting gives
+    2,456,064; V-PETL's reported 6.37M is met at its ``att_preseqlen`` 20 with mid 169."""
+    pytest.importorskip('mmaction')
+    import os.path as osp
+
+    from mmengine.config import Config
+    from mmengine.registry import MODELS as MM
+
+    from tests.test_models.checks import build_on_meta
+    init_default_scope('mmaction')
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    default = Config.fromfile(osp.join(root, 'configs/_base_/peft/prefix.py')).peft_method
+    backbone = dict(type='SwinTransformer3D', arch='base', patch_size=(2, 4, 4),
+                    window_size=(8, 7, 7), pretrained=None, pretrained2d=False)
+    for method, count in ((default.to_dict(), 2_456_064),
+                          (dict(type='PrefixTuning', length=20, mid=169), 6_368_984),
+                          (dict(type='PrefixTuning', length=20, mid=512), 18_758_144)):
+        model = build_on_meta(MM, dict(type='vpetl_mm.PEFTBackbone', backbone=backbone,
+                                       method=method))
+        assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count, method
+        length, mid = method['length'], method['mid']
+        assert count == 12_032 * (length + 3 * mid + 2) + 24 * mid

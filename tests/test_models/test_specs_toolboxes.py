@@ -265,10 +265,19 @@ def test_patched_attention_equals_original(family, tmp_path):
             mha(q, q, q, attn_mask=torch.zeros(5, 5, dtype=torch.bool))
 
 
-def test_dtl_plus_refuses_video_grids(tmp_path):
-    _, build, _ = setup('mmaction-vit', tmp_path)
-    with pytest.raises(ValueError, match='2-D token grids'):
-        build(dict(type='DTL+', kernel_size=3, add_blocks=(-1, )))
+@pytest.mark.parametrize('family', ['mmaction-vit', 'mmaction-swin3d'])
+def test_dtl_plus_on_video_grids(family, tmp_path):
+    """DTL+ runs its fusion convolution on each frame of a video grid (its formula on video:
+    tests/test_models/test_dtl.py): a recognizer step trains it."""
+    _, build, batch_fn = setup(family, tmp_path)
+    model = build(dict(type='DTL+', kernel_size=3, add_blocks=(-1, )))
+    data, _ = batch_fn()
+    optim = OptimWrapper(torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=0.1))
+    model.train()
+    losses = model.train_step(data, optim)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    assert len(model.backbone.peft.methods['dtlplus'].fusion) == 1
 
 
 @pytest.mark.parametrize('family', ['mmseg-vit', 'mmseg-swin', 'mmdet-swin'])

@@ -6,7 +6,8 @@ Each one is applied at ``import vpetl_mm`` and is documented in its own module:
   mmengine's own checkpoints hold, so ``--resume`` and ``load_from`` work on torch >= 2.6 while
   the safety check stays on for everything else.
 * :mod:`.mmaction` supplies the ``mmaction.models.localizers.drn`` module that the mmaction2 1.2.0
-  wheel lacks, so ``import mmaction.models`` works.
+  wheel lacks, so ``import mmaction.models`` works, and makes ``PyAVInit`` count the frames of
+  WebM files (their header says 0, which made every sampled clip repeat the first frames).
 * :mod:`.fileio` registers the ``vpetl_atomic`` file backend: checkpoints are written to a temporary
   file and renamed, so an interrupted save never leaves a truncated checkpoint.
 * :mod:`.dist` registers a DDP wrapper that works on CPU-only machines (gloo).
@@ -14,12 +15,13 @@ Each one is applied at ``import vpetl_mm`` and is documented in its own module:
 from .checkpoint import allow_mmengine_checkpoint_types
 from .dist import CPUCompatibleDDP
 from .fileio import AtomicLocalBackend
-from .mmaction import patch_mmaction_missing_drn
+from .mmaction import patch_mmaction_missing_drn, patch_pyav_frame_count
 
 allow_mmengine_checkpoint_types()
 patch_mmaction_missing_drn()
+patch_pyav_frame_count()
 
 __all__ = [
-    'allow_mmengine_checkpoint_types', 'patch_mmaction_missing_drn',
+    'allow_mmengine_checkpoint_types', 'patch_mmaction_missing_drn', 'patch_pyav_frame_count',
     'AtomicLocalBackend', 'CPUCompatibleDDP'
 ]

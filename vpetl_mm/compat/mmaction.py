@@ -1,4 +1,6 @@
-"""The mmaction2 1.2.0 wheel lacks ``mmaction/models/localizers/drn``.
+"""Two fixes for mmaction2 1.2.0: the wheel's missing ``drn`` module and PyAV's WebM frame count.
+
+The mmaction2 1.2.0 wheel lacks ``mmaction/models/localizers/drn``.
 
 ``mmaction/models/localizers/__init__.py`` does ``from .drn.drn import DRN``, so without the folder
 ``import mmaction.models`` (and with it every recognizer) fails. :func:`patch_mmaction_missing_drn`
@@ -45,4 +47,35 @@ def patch_mmaction_missing_drn():
     package.drn = module
     sys.modules[DRN_MODULE] = package
     sys.modules[DRN_MODULE + '.drn'] = module
+    return True
+
+
+def _count_packets(container) -> int:
+    """Frames of the first video stream, counted from its packets (no decoding), the reader
+    left at the start again."""
+    frames = sum(1 for packet in container.demux(video=0) if packet.size)
+    container.seek(0)
+    return frames
+
+
+def patch_pyav_frame_count():
+    """mmaction2's ``PyAVInit`` takes ``total_frames`` from the stream header, which WebM /
+    Matroska files (Something-Something V2 ships them) leave at 0: ``SampleFrames`` then
+    reduces every index modulo 0 and the clip silently repeats the first frames. Where the
+    header says 0, the frames are counted from the packets instead. Return True if patched."""
+    if importlib.util.find_spec('mmaction') is None or importlib.util.find_spec('av') is None:
+        return False
+    from mmaction.datasets.transforms import loading
+    original = loading.PyAVInit.transform
+    if getattr(original, '_vpetl_counts_frames', False):
+        return False
+
+    def transform(self, results):
+        results = original(self, results)
+        if not results['total_frames']:
+            results['total_frames'] = _count_packets(results['video_reader'])
+        return results
+
+    transform._vpetl_counts_frames = True
+    loading.PyAVInit.transform = transform
     return True

@@ -9,6 +9,8 @@ from typing import Iterator, List, Optional, Tuple
 
 from mmengine.registry import DATASETS
 
+from .video_lists import summarise, video_list_problems
+
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
@@ -36,7 +38,7 @@ def _dataset_class(dataset_type):
         return None
 
 
-def _problems(key: str, dataset: dict) -> List[Tuple[str, str]]:
+def _problems(key: str, dataset: dict, read_lists: bool = True) -> List[Tuple[str, str]]:
     """``(absolute path, message)`` for what one dataset config lacks (nothing is built)."""
     if dataset.get('backend_args') or dataset.get('file_client_args'):
         return []  # paths on another storage backend: not ours to check
@@ -59,11 +61,19 @@ def _problems(key: str, dataset: dict) -> List[Tuple[str, str]]:
         if not osp.exists(resolved):
             problems.append((osp.abspath(resolved), f'{key}: {label} {path!r} (resolved to '
                              f'{osp.abspath(resolved)}) does not exist'))
+    if read_lists and not problems and str(dataset.get('type', '')).split('.')[-1] == \
+            'VideoDataset':
+        root = data_root if _is_local(data_root) else None
+        problems += [(f'{key}:{message}', message) for message in summarise(
+            video_list_problems(key, dataset, root))]
     return problems
 
 
 def check_dataset_paths(cfg, loaders=LOADERS) -> None:
-    """Raise ``FileNotFoundError`` listing every missing dataset folder or list file of ``cfg``.
+    """Raise ``FileNotFoundError`` listing every missing dataset folder or list file of ``cfg``,
+    and for MMAction2's ``VideoDataset`` every list line that does not parse or names a missing,
+    empty or non-video file (:mod:`.video_lists`; ``check_dataset_files=False`` in the config
+    skips reading the lists).
 
     Each problem names the config key (``train_dataloader.dataset.data_root``), the path as
     written and the absolute path it was resolved to. Datasets may declare further files through
@@ -72,18 +82,20 @@ def check_dataset_paths(cfg, loaders=LOADERS) -> None:
     """
     problems: List[str] = []
     seen = set()
+    read_lists = cfg.get('check_dataset_files', True) is not False
     for field in loaders:
         loader: Optional[dict] = cfg.get(field)
         if not isinstance(loader, dict) or not isinstance(loader.get('dataset'), dict):
             continue
         for key, dataset in _datasets(loader['dataset'], f'{field}.dataset'):
-            for path, message in _problems(key, dataset):
+            for path, message in _problems(key, dataset, read_lists):
                 if path not in seen:  # val_dataloader is often the test loader again
                     seen.add(path)
                     problems.append(message)
     if problems:
         raise FileNotFoundError(
-            'dataset paths in the config do not exist (relative paths are resolved against the '
-            'working directory ' + osp.abspath('.') + '):\n  ' + '\n  '.join(problems) +
+            'dataset paths or files of the config are missing or unreadable (relative paths '
+            'are resolved against the working directory ' + osp.abspath('.') + '):\n  ' +
+            '\n  '.join(problems) +
             '\nPut the data there, or point the config at it (a data_root can be set with '
             '--cfg-options, e.g. train_dataloader.dataset.data_root=/path/to/data).')

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod, select_blocks
-from .layers import LowRankLinear
+from .layers import LowRankLinear, conv_frames
 
 
 def swish(x: Tensor, beta: float) -> Tensor:
@@ -31,7 +31,12 @@ class DTL(PEFTMethod):
 
     DTL+ (``kernel_size > 0``) passes ``swish(R)`` through a depthwise ``k x k`` convolution (no
     bias) over the patch-token grid before adding it; prefix tokens (cls) bypass the convolution.
-    There is one convolution per stage, shared by that stage's add-back blocks.
+    There is one convolution per stage, shared by that stage's add-back blocks. On video grids
+    ``(T, H, W)`` (mmaction's ViT / VideoMAE, Video Swin) the same ``k x k`` convolution runs on
+    each frame's ``H x W`` grid, frames apart: this keeps the published operator and its
+    ``C k^2`` parameters (image-trained weights and counts carry over), and leaves temporal
+    mixing to the attention, where a ``k x k x k`` kernel would add a temporal fusion the paper
+    never tested and ``k`` times the weights.
 
     Memory: no frozen block before the first add-back block receives an input that needs a
     gradient, so autograd keeps no activations inside them; only the side maps' inputs are kept.
@@ -47,7 +52,8 @@ class DTL(PEFTMethod):
             second half of the blocks when ``None`` (blocks 6..11 on ViT-B, as published).
         kernel_size (int): DTL+ convolution size; 0 for plain DTL.
 
-    ViT-B/16, r=2: 12 x (2 x 768 + 768 x 2) = 36,864 parameters (DTL+ adds 768 k^2).
+    ViT-B/16, r=2: 12 x (2 x 768 + 768 x 2) = 36,864 parameters (DTL+ adds 768 k^2); the same
+    on the VideoMAE ViT-B.
     """
     placement = 'side network: low-rank maps of every block input, added back after the late blocks'
     paper = ('Fu, Zhu and Wu, DTL: Disentangled Transfer Learning for Visual Recognition, '
@@ -70,10 +76,11 @@ class DTL(PEFTMethod):
         self._state_stage = -1
 
     def attach(self, backbone, spec):
-        if self.kernel_size and spec.grid_rank != 2:
+        if self.kernel_size and spec.grid_rank not in (2, 3):
             raise ValueError(f'{type(self).__name__}: the kernel_size={self.kernel_size} fusion '
-                             'convolution is defined for 2-D token grids; this backbone has '
-                             f'{spec.grid_rank}-D grids. Use DTL (kernel_size=0).')
+                             'convolution runs on each (H, W) frame of a 2-D or 3-D (T, H, W) '
+                             f'token grid; {type(spec).__name__} has {spec.grid_rank}-D grids. '
+                             'Use DTL (kernel_size=0).')
         n = len(spec.blocks)
         add_blocks = self.add_blocks if self.add_blocks is not None else range(n // 2, n)
         device = spec.blocks[0].norm1.weight.device
@@ -116,12 +123,9 @@ class DTL(PEFTMethod):
 
     @staticmethod
     def _fuse(s: Tensor, layout, conv: nn.Conv2d) -> Tensor:
-        """Depthwise-convolve the grid tokens of ``s`` ``(B, N, C)``; prefix tokens pass."""
-        p = layout.num_prefix
-        h, w = layout.grid
-        grid = s[:, p:].transpose(1, 2).reshape(s.shape[0], s.shape[2], h, w)
-        grid = conv(grid).flatten(2).transpose(1, 2)
-        return torch.cat([s[:, :p], grid], dim=1) if p else grid
+        """Depthwise-convolve the grid tokens of ``s`` ``(B, N, C)``, frame by frame on a
+        ``(T, H, W)`` grid; prefix tokens pass."""
+        return conv_frames(conv, s, layout)
 
 
 @PEFT_METHODS.register_module(name='DTL+')

@@ -1,5 +1,6 @@
 """Small building blocks shared by several methods."""
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -75,3 +76,23 @@ class NoGradBlocks:
 
     def _exit(self):
         torch.set_grad_enabled(self._modes.pop())
+
+
+def conv_frames(conv: Callable[[Tensor], Tensor], tokens: Tensor, layout) -> Tensor:
+    """Apply the 2-D map ``conv`` ``(B', c, H, W) -> (B', c, H, W)`` to every frame of the grid
+    tokens of ``tokens`` ``(B, N, c)``; prefix tokens (cls) pass unchanged.
+
+    An ``(H, W)`` grid is one frame. A ``(T, H, W)`` grid (video; the specs give its tokens in
+    T-major order) is ``T`` frames, convolved as a batch of ``B * T`` images: no value crosses
+    from one frame to another (temporal mixing stays with the backbone's attention).
+    """
+    p, grid = layout.num_prefix, tuple(layout.grid)
+    if len(grid) not in (2, 3):
+        raise ValueError(f'per-frame 2-D convolution needs an (H, W) or (T, H, W) token grid, '
+                         f'got {grid}')
+    frames = grid[0] if len(grid) == 3 else 1
+    h, w = grid[-2:]
+    b, _, c = tokens.shape
+    g = tokens[:, p:].reshape(b * frames, h * w, c).transpose(1, 2).reshape(b * frames, c, h, w)
+    g = conv(g).flatten(2).transpose(1, 2).reshape(b, frames * h * w, c)
+    return torch.cat([tokens[:, :p], g], dim=1) if p else g

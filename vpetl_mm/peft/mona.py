@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod, select_blocks
+from .layers import conv_frames
 
 
 class MultiScaleConv(nn.Module):
@@ -35,7 +36,8 @@ class MonaAdapter(nn.Module):
     ``s1`` starts at 1e-6 and ``s2`` at 1 (the scaled-LayerNorm input), the projections are
     truncated-normal (std 0.02) with zero biases, the convolutions keep PyTorch's init (as the
     authors' code). The multi-scale convolution sees the grid tokens reshaped to
-    ``(B, c, H, W)``; prefix tokens (cls) pass it unchanged.
+    ``(B, c, H, W)``, or on a video grid ``(T, H, W)`` each frame as ``(B * T, c, H, W)``
+    (:func:`conv_frames`); prefix tokens (cls) pass it unchanged.
     """
 
     def __init__(self, dims: int, bottleneck: int, dropout: float):
@@ -53,10 +55,7 @@ class MonaAdapter(nn.Module):
 
     def forward(self, x: Tensor, layout) -> Tensor:
         z = self.down(self.norm(x) * self.gamma + x * self.gammax)
-        p, (h, w) = layout.num_prefix, layout.grid
-        grid = z[:, p:].transpose(1, 2).reshape(z.shape[0], -1, h, w)
-        grid = self.conv(grid).flatten(2).transpose(1, 2)
-        z = torch.cat([z[:, :p], grid], dim=1)
+        z = conv_frames(self.conv, z, layout)
         return x + self.up(self.dropout(F.gelu(z)))
 
 
@@ -68,14 +67,25 @@ class Mona(PEFTMethod):
 
     On Swin (the authors' home) every block of every stage gets them; on plain ViTs the patch
     tokens are reshaped to their grid for the convolutions and the prefix tokens pass them.
-    Video backbones (3-D grids) are refused: the convolutions are 2-D.
+
+    Video backbones (``(T, H, W)`` grids: mmaction's ViT / VideoMAE and Video Swin) get the
+    published 2-D operator on each frame's ``H x W`` grid; temporal mixing stays with the
+    attention. Why per frame and not 3-D depthwise ``k x k x k`` convolutions: it keeps the
+    published formula and parameter count exactly (image-trained adapters load as they are, the
+    image configs' counts carry over), whereas 3-D kernels would add a temporal mixing the paper
+    never tested, multiply the convolutions' weights by ``k`` (7 x 7 x 7 taps), and on the short
+    token time axis (frames / 2 after the tubelet or patch stride: 8 for VideoMAE's 16 frames)
+    a 5- or 7-tap temporal kernel would largely read zero padding. On Video Swin the adapters sit
+    where they sit on the 2-D Swin: on the un-windowed ``(B, D, H, W, C)`` stream that feeds
+    ``norm2`` and the block output.
 
     Args:
         bottleneck (int): adapter width, the same at every stage. Defaults to 64.
         dropout (float): dropout before the up projection. Defaults to 0.1.
         blocks (sequence of int, optional): global block indices; all when ``None``.
 
-    Swin-B: 3,667,456 parameters (133 C + 9,728 per adapter, two per block).
+    Swin-B: 3,667,456 parameters (133 C + 9,728 per adapter, two per block); the same on
+    Video Swin-B, and 2,684,928 on ViT-B (image or VideoMAE).
     """
     paper = ('Yin et al., 5%>100%: Breaking Performance Shackles of Full Fine-Tuning on Visual '
              'Recognition Tasks (Mona), CVPR 2025')
@@ -90,9 +100,9 @@ class Mona(PEFTMethod):
         self.blocks = blocks
 
     def attach(self, backbone, spec):
-        if spec.grid_rank != 2:
-            raise TypeError(f'Mona convolves a 2-D token grid; {type(spec).__name__} has '
-                            f'{spec.grid_rank}-D grids')
+        if spec.grid_rank not in (2, 3):
+            raise TypeError(f'Mona convolves each (H, W) frame of a 2-D or 3-D (T, H, W) token '
+                            f'grid; {type(spec).__name__} has {spec.grid_rank}-D grids')
         for block in select_blocks(spec, self.blocks, 'Mona blocks'):
             device = block.norm2.weight.device
             first = MonaAdapter(block.dims, self.bottleneck, self.dropout).to(device)

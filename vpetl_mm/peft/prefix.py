@@ -1,7 +1,10 @@
 """Prefix tuning: learned key / value prefixes in every attention layer.
 
-Li and Liang, "Prefix-Tuning: Optimizing Continuous Prompts for Generation", ACL 2021, in the
-vision form of the V-PETL benchmark's video code (``WindowAttention3D``, mode ``prefix_qk``).
+Li and Liang, "Prefix-Tuning: Optimizing Continuous Prompts for Generation", ACL 2021: ``L``
+learned keys / values concatenated to every attention's own. V-PETL's Video-Swin code
+(``WindowAttention3D``, modes ``prefix_kv`` / ``prefix_qk``) has the same reparameterisation but
+reads as internally inconsistent (an ``N x N`` position bias added to ``N x (N + L)`` logits);
+here the prefixes follow the paper (no position bias, never masked).
 """
 from typing import Optional, Sequence
 
@@ -40,9 +43,10 @@ class PrefixTuning(PEFTMethod):
     ``prefix`` attached to each attention module.
 
     Where the spec gives access to the keys and values: mmpretrain's, mmseg's and mmaction's
-    plain ViTs, and the 2-D Swins of mmpretrain / mmseg / mmdet (prefixes in every window, the
-    relative-position bias and the shift mask padded for them); Video Swin is refused. The embedding init (N(0, 1)) and the default sizes are ours: the benchmark's code
-    leaves them to its command lines.
+    plain ViTs, the 2-D Swins of mmpretrain / mmseg / mmdet and mmaction's Video Swin (the same
+    prefixes in every window of a block, the relative-position bias and the shift mask padded
+    with zero columns for them). The embedding init (N(0, 1)) and the default sizes are ours:
+    the benchmark's code leaves them to its command lines.
 
     Args:
         length (int): prefix tokens ``L`` per layer. Defaults to 10.
@@ -50,7 +54,10 @@ class PrefixTuning(PEFTMethod):
         blocks (sequence of int, optional): global block indices; all when ``None``.
 
     ViT-B/16, L=10, mid 64: 12 x (10 x 768 + 768 x 64 + 64 + 64 x 1536 + 1536) = 1,880,832
-    parameters.
+    parameters. Video Swin-B (24 blocks, widths summing to 12,032) has
+    ``12,032 (L + 3 mid + 2) + 24 mid``: 2,456,064 at L=10, mid 64; V-PETL's 6.37M is met at
+    L=20 (its ``att_preseqlen``) only with mid 169 (6,368,984; mid 128: 4,888,064, mid 512:
+    18,758,144).
     """
     paper = ('Li and Liang, Prefix-Tuning: Optimizing Continuous Prompts for Generation, '
              'ACL 2021')

@@ -54,6 +54,10 @@ class VPTBase(PEFTMethod):
         self._carry: Optional[Tensor] = None
 
     def attach(self, backbone, spec):
+        if not spec.accepts_extra_tokens and spec.grid_rank == 3:
+            raise TypeError(f'{type(self).__name__} on {type(spec).__name__}: VPT\'s Swin '
+                            'variant is defined for 2-D windows; 3-D (video) windows are not '
+                            'supported')
         if not spec.accepts_extra_tokens:
             return self._attach_windows(spec) if self.deep else self._attach_windows_shallow(spec)
         dims = {b.dims for b in spec.blocks}

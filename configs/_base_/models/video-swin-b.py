@@ -8,7 +8,10 @@ model = dict(
     type='Recognizer3D',
     backbone=dict(
         type='vpetl_mm.PEFTBackbone',
-        backbone=dict(type='SwinTransformer3D', arch='base', pretrained=None,
+        # arch 'base' written out, so that --cfg-options can change its sizes
+        backbone=dict(type='SwinTransformer3D',
+                      arch=dict(embed_dims=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32]),
+                      pretrained=None,
                       pretrained2d=False, patch_size=(2, 4, 4), window_size=(8, 7, 7),
                       drop_path_rate=0.4, patch_norm=True, out_indices=(3, )),
         pretrained='pretrained/swin_base_patch244_window877_kinetics400_22k.pth',

@@ -1,7 +1,52 @@
 """Spec for mmaction ``SwinTransformer3D`` (Video Swin, ``models/backbones/swin.py``)."""
+import types
+
+import torch.nn.functional as F
+
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import BackboneSpec, BlockInfo, LinearSite, TokenLayout, qkv_sites
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_kv_transform,
+                   apply_kv_transforms, qkv_sites)
+
+
+def _window_attention_3d_forward(self, x, mask=None):
+    """mmaction ``WindowAttention3D.forward`` (same operations in the same order) with the keys
+    and values passed through the registered transforms, which may prepend ``P`` tokens to
+    every window: the relative-position bias and the shift mask get ``P`` zero columns for
+    them, so the prefixes are never biased or masked and the softmax runs over prefix and
+    window keys. With no tokens added it computes exactly mmaction's forward.
+
+    ``x``: ``(num_windows * B, N, C)``; ``mask``: ``(num_windows, N, N)`` (0 / -100) or None.
+    mmaction indexes the bias with ``relative_position_index[:N, :N]`` (the window may be
+    clamped to the feature size); kept as it is.
+    """
+    B_, N, C = x.shape
+    qkv = self.qkv(x).reshape(B_, N, 3, self.num_heads,
+                              C // self.num_heads).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    k, v = apply_kv_transforms(self, k, v)
+    extra = k.shape[2] - N
+    q = q * self.scale
+    attn = q @ k.transpose(-2, -1)
+    bias = self.relative_position_bias_table[
+        self.relative_position_index[:N, :N].reshape(-1)].reshape(N, N, -1)
+    bias = bias.permute(2, 0, 1).contiguous()  # nH, N, N
+    if extra:
+        bias = F.pad(bias, (extra, 0))
+    attn = attn + bias.unsqueeze(0)  # B_, nH, N, N + extra
+    if mask is not None:
+        nW = mask.shape[0]
+        if extra:
+            mask = F.pad(mask, (extra, 0))
+        attn = attn.view(B_ // nW, nW, self.num_heads, N,
+                         N + extra) + mask.unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, self.num_heads, N, N + extra)
+    attn = self.softmax(attn)
+    attn = self.attn_drop(attn)
+    x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
+    x = self.proj(x)
+    x = self.proj_drop(x)
+    return x
 
 
 @BACKBONE_SPECS.register_module()
@@ -18,6 +63,11 @@ class MMActionSwin3DSpec(BackboneSpec):
     shifted grid: per-token methods may act on it, grid-aware ones must use the block hooks. The
     window is clamped to the feature size (``get_window_size``), so with few frames the temporal
     window and shift shrink.
+
+    Keys and values (:meth:`on_attention_kv`) are reached through a forward installed on the
+    block's ``WindowAttention3D`` at the first registration (see
+    :func:`_window_attention_3d_forward`); the original stays reachable as
+    ``type(attn).forward``. There is no per-head hook (:meth:`on_attention_heads`) here.
     """
     backbone_classes = ('mmaction.SwinTransformer3D', )
     grid_rank = 3
@@ -33,6 +83,21 @@ class MMActionSwin3DSpec(BackboneSpec):
                 blocks.append(BlockInfo(len(blocks), s, dims, block, block.attn, block.mlp,
                                         block.norm1, block.norm2, sites))
         return blocks
+
+    def on_attention_kv(self, block, fn):
+        """Keys and values of every window, ``(num_windows * B, heads, N, d)`` (the windows of a
+        sample adjacent); ``fn`` may only prepend tokens (the bias and the shift mask are padded
+        with zero columns for them). The window attention's forward is replaced by an
+        equivalent one on the first registration."""
+        add_kv_transform(self._window_attention(block), fn)
+
+    @staticmethod
+    def _window_attention(block):
+        attn = block.attn
+        if not getattr(attn, '_vpetl_wrapped', False):
+            attn.forward = types.MethodType(_window_attention_3d_forward, attn)
+            attn._vpetl_wrapped = True
+        return attn
 
     def _tokens_in(self, block, args):
         x = args[0]
