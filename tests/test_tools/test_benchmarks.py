@@ -24,3 +24,17 @@ def test_dtl_blocks_follow_depth():
     assert benchmark_train.method_config('dtl', 8)['add_blocks'] == (4, 5, 6, 7)
     assert benchmark_train.method_config('dtl', 12)['add_blocks'] == tuple(range(6, 12))
     assert 'add_blocks' not in benchmark_train.method_config('lora', 12)
+
+
+def test_benchmark_train_video_backbone(capsys):
+    """--video: the methods on mmaction's VideoMAE-layout ViT of the arch's sizes, on clips;
+    counts as on the image ViT of those sizes (the same blocks)."""
+    benchmark_train.main(['--arch', 'deit-tiny', '--video', '--frames', '4', '--methods', 'lora',
+                          'dtl', '--batch-size', '1', '--steps', '1', '--img-size', '32',
+                          '--device', 'cpu'])
+    out = capsys.readouterr().out
+    assert '4 x 32px clips (mmaction ViT)' in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(('dtl', 'lora'))}
+    assert int(rows['lora'][1].replace(',', '')) == 12 * 2 * 2 * 8 * 192 + 100 * 193
+    assert int(rows['dtl'][1].replace(',', '')) == 12 * 2 * 2 * 192 + 100 * 193

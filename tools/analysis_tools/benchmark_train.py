@@ -1,7 +1,7 @@
 """Peak training memory and step time of PEFT methods side by side (a benchmark, not a test).
 
     python tools/analysis_tools/benchmark_train.py [--methods dtl lora full] [--batch-size 32]
-        [--steps 3] [--arch b] [--img-size 224] [--device cuda|cpu]
+        [--steps 3] [--arch b] [--img-size 224] [--video [--frames 8]] [--device cuda|cpu]
 
 Each method runs in its own subprocess on a freshly built ViT (mmpretrain ``VisionTransformer``,
 random weights: memory and time do not depend on their values) with a linear head, AdamW, and
@@ -10,7 +10,10 @@ random weights: memory and time do not depend on their values) with a linear hea
 size minus the resident size right before the first step (model and input already allocated),
 i.e. what training adds: activations kept for backward, gradients and optimizer state (the
 workers run with glibc's ``MALLOC_MMAP_THRESHOLD_=1048576``, so freed tensors leave the resident
-set instead of staying in the heap). The table prints ratios to the last method.
+set instead of staying in the heap). The table prints ratios to the last method. With
+``--video`` the backbone is mmaction's ``VisionTransformer`` (the VideoMAE layout: tubelet 2,
+mean-pooled features) of the same sizes on clips of ``--frames`` frames; a method that refuses
+a backbone is listed as refused, with its error, and the others still run.
 """
 import argparse
 import json
@@ -34,6 +37,10 @@ METHODS = {
     'snf': dict(type='SNF', flow_length=16),
     'res-tuning': dict(type='Res-Tuning', length=10, bottleneck=10),
     'adapter': dict(type='Adapter', bottleneck=8),
+    'adaptformer': dict(type='AdaptFormer', bottleneck=64, scale=0.1, input_norm=False),
+    'bitfit': dict(type='BitFit'),
+    'mona': dict(type='Mona', bottleneck=64),
+    'prefix': dict(type='PrefixTuning', length=10, mid=64),
     'linear': dict(type='LinearProbe'),
     'full': dict(type='FullFineTune'),
 }
@@ -57,32 +64,56 @@ def rss_bytes():
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
 
 
-def measure(method, args):
-    """Run in a subprocess: build, warm up, time ``args.steps`` steps; return a dict."""
+def build_backbone(method, args):
+    """The method on mmpretrain's ViT ``--arch``, or with ``--video`` on mmaction's
+    VisionTransformer (the VideoMAE layout, tubelet 2) of the same sizes."""
     import torch
-    from mmengine.registry import init_default_scope
-    from mmpretrain.registry import MODELS
-
-    import vpetl_mm  # noqa: F401
+    from mmengine.registry import MODELS, init_default_scope
     init_default_scope('mmpretrain')
-    device = torch.device(args.device)
-    torch.manual_seed(0)
     out_type = 'avg_featmap' if method.startswith('dtl') else 'cls_token'
     vit = dict(type='VisionTransformer', arch=args.arch, img_size=args.img_size, patch_size=16,
                out_type=out_type, final_norm=out_type == 'cls_token', init_cfg=None)
-    with torch.device('meta'):  # the depth the method's block list needs
-        depth = MODELS.build(vit).num_layers
-    backbone = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=vit,
-                                 method=method_config(method, depth)))
-    head = torch.nn.Linear(HEAD_IN.get(method, backbone.embed_dims), 100)
+    with torch.device('meta'):  # sizes of the arch, and the depth the block lists need
+        image = MODELS.build(vit)
+    if args.video:
+        init_default_scope('mmaction')
+        layer = image.layers[0]
+        vit = dict(type='VisionTransformer', img_size=args.img_size, patch_size=16,
+                   embed_dims=image.embed_dims, depth=image.num_layers,
+                   num_heads=layer.attn.num_heads,
+                   mlp_ratio=layer.ffn.layers[0][0].out_features / image.embed_dims,
+                   qkv_bias=True, num_frames=args.frames, use_mean_pooling=True,
+                   norm_cfg=dict(type='LN', eps=1e-6))
+    return MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=vit,
+                             method=method_config(method, image.num_layers)))
+
+
+def feature_width(backbone):
+    return getattr(backbone, 'embed_dims', None) or backbone.fc_norm.normalized_shape[0]
+
+
+def measure(method, args):
+    """Run in a subprocess: build, warm up, time ``args.steps`` steps; return a dict."""
+    import torch
+
+    import vpetl_mm  # noqa: F401
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    backbone = build_backbone(method, args)
+    head = torch.nn.Linear(HEAD_IN.get(method, feature_width(backbone)), 100)
     model = torch.nn.ModuleDict(dict(backbone=backbone, head=head)).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=1e-4)
-    x = torch.randn(args.batch_size, 3, args.img_size, args.img_size, device=device)
+    frames = (args.frames, ) if args.video else ()
+    x = torch.randn(args.batch_size, 3, *frames, args.img_size, args.img_size, device=device)
     y = torch.randint(0, 100, (args.batch_size, ), device=device)
 
     def step():
-        loss = torch.nn.functional.cross_entropy(model.head(model.backbone(x)[-1]), y)
+        feats = model.backbone(x)
+        feats = feats[-1] if isinstance(feats, (tuple, list)) else feats
+        if feats.dim() > 2:  # mmaction's ViT: the (mean-pooled) token features
+            feats = feats.flatten(2).mean(-1) if feats.dim() > 3 else feats.mean(1)
+        loss = torch.nn.functional.cross_entropy(model.head(feats), y)
         loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -119,6 +150,10 @@ def parse_args(argv=None):
                         help="mmpretrain VisionTransformer arch: b, s, l, deit-tiny, ... (the "
                         'widths and depths come from the built model)')
     parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--video', action='store_true',
+                        help="mmaction's VisionTransformer (VideoMAE layout) of --arch's sizes "
+                        'on clips of --frames frames')
+    parser.add_argument('--frames', type=int, default=8, help='frames per clip with --video')
     parser.add_argument('--device', default=None, help='cuda or cpu (default: cuda if present)')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -132,11 +167,12 @@ def main(argv=None):
     if args.worker:
         print('RESULT ' + json.dumps(measure(args.worker, args)), flush=True)
         return
-    rows = []
+    rows, refused = [], []
     for method in args.methods:
         cmd = [sys.executable, os.path.abspath(__file__), '--worker', method,
                '--batch-size', str(args.batch_size), '--steps', str(args.steps),
-               '--arch', args.arch, '--img-size', str(args.img_size), '--device', args.device]
+               '--arch', args.arch, '--img-size', str(args.img_size), '--device', args.device,
+               '--frames', str(args.frames)] + (['--video'] if args.video else [])
         # glibc keeps freed blocks below its (self-raising) mmap threshold in the heap, so the
         # peak resident size would count every temporary ever freed; a fixed 1 MiB threshold
         # maps tensors on their own pages, returned to the system when freed
@@ -144,12 +180,22 @@ def main(argv=None):
         out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         line = [ln for ln in out.stdout.splitlines() if ln.startswith('RESULT ')]
         if out.returncode or not line:
-            raise RuntimeError(f'{method} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}')
+            error = (out.stderr.strip().splitlines() or ['no output'])[-1]
+            if 'TypeError' not in error and 'ValueError' not in error:
+                raise RuntimeError(f'{method} failed:\n{out.stdout[-2000:]}\n'
+                                   f'{out.stderr[-2000:]}')
+            refused.append((method, error))  # the method refuses this backbone
+            print(f'{method} refused: {error}', file=sys.stderr, flush=True)
+            continue
         rows.append(json.loads(line[0][7:]))
         print(f'measured {method}', file=sys.stderr, flush=True)
     ref = rows[-1]
     mem_key = 'peak_mib' if args.device == 'cuda' else 'step_peak_mib'
-    print(f'ViT-{args.arch.upper()}/16, batch {args.batch_size}, {args.img_size}px, '
+    if not rows:
+        raise SystemExit('no method ran: ' + '; '.join(f'{m}: {e}' for m, e in refused))
+    clip = f'{args.frames} x {args.img_size}px clips (mmaction ViT)' if args.video else \
+        f'{args.img_size}px'
+    print(f'ViT-{args.arch.upper()}/16, batch {args.batch_size}, {clip}, '
           f'{args.steps} timed steps on {rows[0]["device"]}')
     w = 2 + max(len(r['method']) for r in rows)
     print(f'{"method":<{w}}{"trainable":>12}{"peak MiB":>12}{"x " + ref["method"]:>10}'
@@ -158,6 +204,8 @@ def main(argv=None):
         print(f'{r["method"]:<{w}}{r["trainable"]:>12,}{r[mem_key]:>12.0f}'
               f'{r[mem_key] / ref[mem_key]:>10.2f}{r["step_s"]:>10.3f}'
               f'{r["step_s"] / ref["step_s"]:>10.2f}')
+    for method, error in refused:
+        print(f'{method:<{w}}refused: {error}')
     if args.device != 'cuda':
         print('(CPU: peak MiB is the resident memory training adds beyond the model and input: '
               'activations, gradients, optimizer state)')
