@@ -299,13 +299,24 @@ def split_videomae(
     return _ordered(backbone), dropped
 
 
+# mmaction's state-dict order inside a block (a module's own parameters before its children's)
+_MM_BLOCK_ORDER = ('gamma_1', 'gamma_2', 'norm1.weight', 'norm1.bias', 'attn.q_bias',
+                   'attn.v_bias', 'attn.qkv.weight', 'attn.proj.weight', 'attn.proj.bias',
+                   'norm2.weight', 'norm2.bias', 'mlp.layers.0.0.weight', 'mlp.layers.0.0.bias',
+                   'mlp.layers.1.weight', 'mlp.layers.1.bias')
+_MM_TOP_ORDER = ('pos_embed', 'patch_embed.projection.weight', 'patch_embed.projection.bias')
+
+
 def _ordered(backbone: 'OrderedDict[str, torch.Tensor]') -> 'OrderedDict[str, torch.Tensor]':
-    """``backbone`` in mmaction's module order: patch embedding and table, blocks, norms."""
+    """``backbone`` in the order of mmaction's own ``state_dict()``: the position table and the
+    patch embedding, the blocks, the final norm."""
     def rank(key):
-        match = re.match(r'blocks\.(\d+)\.', key)
-        if key.startswith(('patch_embed.', 'pos_embed')):
-            return (0, 0, key)
-        return (1, int(match.group(1)), key) if match else (2, 0, key)
+        match = _BLOCK_KEY.fullmatch(key)
+        if match:
+            return (1, int(match.group(1)), _MM_BLOCK_ORDER.index(match.group(2)), key)
+        if key in _MM_TOP_ORDER:
+            return (0, 0, _MM_TOP_ORDER.index(key), key)
+        return (2, 0, 0 if key.endswith('.weight') else 1, key)
     return OrderedDict((k, backbone[k]) for k in sorted(backbone, key=rank))
 
 
