@@ -78,7 +78,11 @@ FORMULA_TESTS = {
     'SCT': [f'{SELECTING}::test_sct_picks_largest_class_aware_scores',
             f'{SELECTING}::test_sct_selection_formula_and_training'],
     'GPS': [f'{SELECTING}::test_gps_picks_largest_gradient_magnitudes',
-            f'{SELECTING}::test_gps_selects_and_trains_only_selected_entries'],
+            f'{SELECTING}::test_gps_selects_and_trains_only_selected_entries',
+            f'{SELECTING}::test_gps_arguments_blocks_and_errors',
+            f'{SELECTING}::test_gps_counts_with_two_connections',
+            f'{SELECTING}::test_gps_masked_gradient_is_the_gradient_on_selected_entries',
+            f'{SELECTING}::test_gps_pooled_features_of_each_toolbox'],
 }
 
 

@@ -382,3 +382,93 @@ def test_gps_vit_b16_count():
             type='VisionTransformer', arch='b', img_size=224, patch_size=16, init_cfg=None),
             method=dict(type='GPS')))
     assert bb.peft.methods['gps'].tuned_elements() == 167424
+
+
+def test_gps_arguments_blocks_and_errors(tmp_path):
+    """The paper's default of one connection per neuron; ``connections`` validated at both
+    ends (equal to a weight's inputs is allowed); ``blocks`` limits the tuned layers; the errors
+    name the argument."""
+    from vpetl_mm.peft.gps import GPS
+    assert GPS().connections == 1 and GPS().temperature == 0.07
+    with pytest.raises(ValueError, match='GPS connections must be >= 1, got 0'):
+        GPS(connections=0)
+    GPS(connections=1)
+    # blocks=[1]: that block's qkv / proj / fc1 / fc2 and the patch embedding, nothing else
+    _, model = build(tmp_path, 'vit', dict(type='GPS', blocks=[1]))
+    gps = method_of(model)
+    layer = model.backbone.layers[1]
+    tuned = {id(w) for w, _ in gps._weights}
+    assert tuned == {id(layer.attn.qkv.weight), id(layer.attn.proj.weight),
+                     id(layer.ffn.layers[0][0].weight), id(layer.ffn.layers[1].weight),
+                     id(model.backbone.patch_embed.projection.weight)}
+    assert gps.tuned_elements() == 2 * (96 + 32 + 64 + 32 + 32)
+    with pytest.raises(ValueError, match='GPS blocks'):
+        build(tmp_path, 'vit', dict(type='GPS', blocks=[9]))
+    with pytest.raises(ValueError, match=r'GPS connections=33 exceeds the 32 inputs of a '
+                                         r'weight \(96, 32\)'):
+        build(tmp_path, 'vit', dict(type='GPS', connections=33))
+    _, model = build(tmp_path, 'vit', dict(type='GPS', connections=32))  # = the smallest fan-in
+    gps = method_of(model)
+    assert all(getattr(gps, f'connections_{i}').dtype == torch.long and
+               (getattr(gps, f'connections_{i}') == -1).all() for i in range(len(gps._weights)))
+    with pytest.raises(RuntimeError, match='GPS trains before its selection pass: add '
+                                           r"dict\(type='vpetl_mm.PEFTSelectionHook'\) to "
+                                           r'custom_hooks \(the vpetl_mm default_runtime has '
+                                           r'it\) or load a checkpoint of a run that made the '
+                                           'selection'):
+        train_step(model, batches(1)[0])
+    with pytest.raises(RuntimeError, match='saw no data'):
+        gps.select(model, iter([]))
+
+
+def test_gps_counts_with_two_connections(tmp_path):
+    _, model = build(tmp_path, 'vit', dict(type='GPS', connections=2))
+    rows = 4 * (96 + 32 + 64 + 32) + 32  # output neurons of the tuned weights
+    assert method_of(model).tuned_elements() == 2 * rows + rows  # 2 entries per row + biases
+
+
+def test_gps_masked_gradient_is_the_gradient_on_selected_entries(tmp_path):
+    """After the selection, the gradient reaching a tuned weight is its plain gradient on the
+    selected entries (scaled by exactly 1) and zero elsewhere."""
+    _, model = build(tmp_path, 'vit', dict(type='GPS', connections=2))
+    gps = method_of(model)
+    gps.select(model, iter(batches()))
+    weight, _ = gps._weights[0]
+    idx = gps.connections_0
+    data = model.data_preprocessor(batches(1, seed=5)[0], True)
+    model.train()
+    loss = sum(v for k, v in model.loss(**data).items() if 'loss' in k)
+    gps._selecting = True  # the unmasked gradient
+    (plain_grad, ) = torch.autograd.grad(loss, weight, retain_graph=True)
+    gps._selecting = False
+    (masked, ) = torch.autograd.grad(loss, weight)
+    rows = plain_grad.reshape(plain_grad.shape[0], -1)
+    expected = torch.zeros_like(rows).scatter_(1, idx, rows.gather(1, idx))
+    assert torch.equal(masked.reshape_as(rows), expected)
+
+
+def test_gps_pooled_features_of_each_toolbox():
+    """The features GPS's contrastive loss reads: the last output, and for mmaction's
+    ``(features, losses)`` pair the features; maps and clips are averaged over their grid."""
+    from vpetl_mm.peft.gps import pooled_features
+
+    class Model(torch.nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.out = out
+
+        def extract_feat(self, inputs):
+            return self.out
+
+    vec = torch.randn(2, 5)
+    grid = torch.randn(2, 5, 3, 4)
+    clip = torch.randn(2, 5, 2, 3, 4)
+    assert torch.equal(pooled_features(Model((torch.randn(2, 5), vec)), None), vec)
+    assert torch.equal(pooled_features(Model([grid]), None), grid.mean((2, 3)))
+    torch.testing.assert_close(pooled_features(Model((clip, dict(aux=1))), None),
+                               clip.mean((2, 3, 4)))
+    torch.testing.assert_close(pooled_features(Model(((vec, clip), dict())), None),
+                               clip.mean((2, 3, 4)))
+    with pytest.raises(TypeError, match='GPS selection needs a classifier with extract_feat; '
+                                        'Module has none'):
+        pooled_features(torch.nn.Module(), None)
