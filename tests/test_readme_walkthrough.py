@@ -85,6 +85,9 @@ CHECKS = {
     'video-csv-list': ('python', r"train_dataloader = dict\(dataset=dict\(ann_file=",
                        'merged into the video config: a CSV list passes the pre-run check and '
                        'VideoDataset reads it'),
+    'video-demo': ('bash', r'python tools/demo/video_demo\.py',
+                   'every option it names is in the parser; the run itself: '
+                   'tests/test_demo/test_video_demo.py (checked by name)'),
     'benchmark-train': ('bash', r'python tools/analysis_tools/benchmark_train\.py ',
                         'run with --batch-size 2 --steps 1 --img-size 32 --arch deit-tiny'),
     'benchmark-dyt': ('bash', r'python tools/analysis_tools/benchmark_dyt\.py ',
@@ -861,6 +864,22 @@ def check_video_tools(block, ctx):
     # tools/test.py (the configs' 4-clip test) on such a checkpoint: run there
     run_by(video.test_train_then_test_video_config, test, ['python', 'tools/test.py'],
            "'tools/test.py', path")
+
+
+def check_video_demo(block, ctx):
+    from tests.test_demo import test_video_demo
+    script = 'tools/demo/video_demo.py'
+    found = by_head(block, f'python {script}')
+    options = set(parser_of(script)._option_string_actions)
+    for argv, _ in found[f'python {script}']:
+        for option in [a for a in argv[2:] if a.startswith('--')]:
+            assert option in options, f'README: {" ".join(argv)}: {script} has no {option}'
+        try:
+            parser_of(script).parse_args(argv[2:])
+        except SystemExit:
+            pytest.fail(f'{script} does not accept the README arguments {argv[2:]}')
+    assert 'video_demo.main(' in inspect.getsource(test_video_demo), \
+        'tests/test_demo/test_video_demo.py no longer runs the demo'
 
 
 def check_video_csv_list(block, ctx):
