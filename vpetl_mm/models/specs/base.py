@@ -13,6 +13,7 @@ A method never names a backbone's modules. It asks the spec for
 One spec subclass per backbone family lives in this package and is registered in
 ``BACKBONE_SPECS``; :func:`get_spec` picks the one whose ``backbone_classes`` match.
 """
+import types
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -441,6 +442,34 @@ def apply_heads_transforms(attn: nn.Module, q: Tensor, out: Tensor) -> Tensor:
     for fn in getattr(attn, '_vpetl_heads', ()):
         out = fn(q, out)
     return out
+
+
+def install_forward(module: nn.Module, forward: Callable) -> nn.Module:
+    """Replace ``module.forward`` by ``forward`` bound to it, once (later calls keep it);
+    the class's own forward stays reachable as ``type(module).forward``."""
+    if not getattr(module, '_vpetl_wrapped', False):
+        module.forward = types.MethodType(forward, module)
+        module._vpetl_wrapped = True
+    return module
+
+
+def add_window_bias_and_mask(attn: Tensor, bias: Tensor, mask: Optional[Tensor],
+                             num_heads: int) -> Tensor:
+    """Window attention logits plus the relative-position ``bias`` and the shift ``mask``,
+    where the keys may start with ``P`` prepended tokens (prefixes, prompts): those columns get
+    no bias and are never masked.
+
+    ``attn``: ``(num_windows * B, heads, N, P + N)``; ``bias``: ``(heads, N, N)``; ``mask``:
+    ``(num_windows, N, N)`` or None. Returns ``attn``'s shape.
+    """
+    n, extra = attn.shape[-2], attn.shape[-1] - attn.shape[-2]
+    attn = attn + F.pad(bias, (extra, 0)).unsqueeze(0)
+    if mask is not None:
+        nW = mask.shape[0]
+        attn = attn.view(-1, nW, num_heads, n, n + extra) + F.pad(
+            mask, (extra, 0)).unsqueeze(1).unsqueeze(0)
+        attn = attn.view(-1, num_heads, n, n + extra)
+    return attn
 
 
 def qkv_sites(qkv: LinearSite, dims: int) -> Dict[str, LinearSite]:

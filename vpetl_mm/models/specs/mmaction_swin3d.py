@@ -1,12 +1,8 @@
 """Spec for mmaction ``SwinTransformer3D`` (Video Swin, ``models/backbones/swin.py``)."""
-import types
-
-import torch.nn.functional as F
-
 from vpetl_mm.registry import BACKBONE_SPECS
 
 from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_kv_transform,
-                   apply_kv_transforms, qkv_sites)
+                   add_window_bias_and_mask, apply_kv_transforms, install_forward, qkv_sites)
 
 
 def _window_attention_3d_forward(self, x, mask=None):
@@ -25,22 +21,12 @@ def _window_attention_3d_forward(self, x, mask=None):
                               C // self.num_heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
     k, v = apply_kv_transforms(self, k, v)
-    extra = k.shape[2] - N
     q = q * self.scale
     attn = q @ k.transpose(-2, -1)
     bias = self.relative_position_bias_table[
         self.relative_position_index[:N, :N].reshape(-1)].reshape(N, N, -1)
     bias = bias.permute(2, 0, 1).contiguous()  # nH, N, N
-    if extra:
-        bias = F.pad(bias, (extra, 0))
-    attn = attn + bias.unsqueeze(0)  # B_, nH, N, N + extra
-    if mask is not None:
-        nW = mask.shape[0]
-        if extra:
-            mask = F.pad(mask, (extra, 0))
-        attn = attn.view(B_ // nW, nW, self.num_heads, N,
-                         N + extra) + mask.unsqueeze(1).unsqueeze(0)
-        attn = attn.view(-1, self.num_heads, N, N + extra)
+    attn = add_window_bias_and_mask(attn, bias, mask, self.num_heads)
     attn = self.softmax(attn)
     attn = self.attn_drop(attn)
     x = (attn @ v).transpose(1, 2).reshape(B_, N, C)
@@ -93,11 +79,7 @@ class MMActionSwin3DSpec(BackboneSpec):
 
     @staticmethod
     def _window_attention(block):
-        attn = block.attn
-        if not getattr(attn, '_vpetl_wrapped', False):
-            attn.forward = types.MethodType(_window_attention_3d_forward, attn)
-            attn._vpetl_wrapped = True
-        return attn
+        return install_forward(block.attn, _window_attention_3d_forward)
 
     def _tokens_in(self, block, args):
         x = args[0]

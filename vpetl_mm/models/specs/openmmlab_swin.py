@@ -1,12 +1,9 @@
 """Spec for the OpenMMLab ``SwinTransformer`` of mmpretrain, mmseg and mmdet (one layout)."""
-import types
-
-import torch.nn.functional as F
-
 from vpetl_mm.registry import BACKBONE_SPECS
 
 from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_heads_transform,
-                   add_kv_transform, apply_heads_transforms, apply_kv_transforms, qkv_sites)
+                   add_kv_transform, add_window_bias_and_mask, apply_heads_transforms,
+                   apply_kv_transforms, install_forward, qkv_sites)
 
 
 def _window_msa_forward(self, x, mask=None):
@@ -20,17 +17,11 @@ def _window_msa_forward(self, x, mask=None):
     qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
     q, k, v = qkv[0], qkv[1], qkv[2]
     k, v = apply_kv_transforms(self, k, v)
-    extra = k.shape[2] - N
     attn = (q * self.scale) @ k.transpose(-2, -1)
     area = self.window_size[0] * self.window_size[1]
     bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(
         area, area, -1).permute(2, 0, 1)
-    attn = attn + F.pad(bias, (extra, 0)).unsqueeze(0)
-    if mask is not None:
-        nW = mask.shape[0]
-        attn = attn.view(B // nW, nW, self.num_heads, N, N + extra) + F.pad(
-            mask, (extra, 0)).unsqueeze(1).unsqueeze(0)
-        attn = attn.view(-1, self.num_heads, N, N + extra)
+    attn = add_window_bias_and_mask(attn, bias, mask, self.num_heads)
     attn = self.attn_drop(self.softmax(attn))
     x = apply_heads_transforms(self, q, attn @ v).transpose(1, 2).reshape(B, N, C)
     return self.proj_drop(self.proj(x))
@@ -77,11 +68,7 @@ class OpenMMLabSwinSpec(BackboneSpec):
 
     @staticmethod
     def _window_msa(block):
-        msa = block.attn.w_msa
-        if not getattr(msa, '_vpetl_wrapped', False):
-            msa.forward = types.MethodType(_window_msa_forward, msa)
-            msa._vpetl_wrapped = True
-        return msa
+        return install_forward(block.attn.w_msa, _window_msa_forward)
 
     def merge_tokens(self, stage, tokens):
         """The stage's ``PatchMerging`` (``nn.Unfold``, norm, reduction) on tokens that fill
