@@ -21,12 +21,10 @@ the same machine, torch build and thread count reproduce the same table.
 import argparse
 import glob
 import hashlib
-import io
 import json
 import logging
 import os
 import os.path as osp
-import platform
 import sys
 import time
 
@@ -35,9 +33,9 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from vpetl_mm.compat.fileio import atomic_write_bytes  # noqa: E402
+from tools.demo.common import (SEED, environment, fixed_threads, read_json,  # noqa: E402
+                               reused_source, save_source, train_and_test, write_json)
 from vpetl_mm.datasets.digits import export_digits_vtab  # noqa: E402
 
 #: the order of the full table (``--all``); every ``configs/demo/vit-tiny_<name>_digits.py``
@@ -50,7 +48,6 @@ ALL_METHODS = ('linear', 'lora', 'adapter', 'dtl', 'adaptformer', 'bitfit', 'lnt
 #: families (LoRA, Adapter, DTL, VPT-deep) and full fine-tuning as the upper reference
 DEFAULT_METHODS = ('linear', 'lora', 'adapter', 'dtl', 'vpt-deep', 'full')
 DEFAULT_THREADS = 1
-SEED = 42
 CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_{}_digits.py')
 SOURCE_CONFIG = osp.join(ROOT, 'configs', 'demo', 'vit-tiny_scratch_digits-source.py')
 RESULTS = 'results.json'
@@ -139,27 +136,15 @@ def check_args(parser, args):
     return args
 
 
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(obj, path):
-    atomic_write_bytes((json.dumps(obj, indent=2) + '\n').encode(), path)
-
-
 def export_data(data_root, fresh):
     """Export both folders unless ``data_root`` holds an export made with :data:`EXPORT`."""
     stamp = osp.join(data_root, EXPORT_STAMP)
-    if not fresh and _read_json(stamp) == EXPORT:
+    if not fresh and read_json(stamp) == EXPORT:
         return
     sizes = {name: export_digits_vtab(osp.join(data_root, name), **kwargs)
              for name, kwargs in EXPORT.items()}
     os.makedirs(data_root, exist_ok=True)
-    _write_json(EXPORT, stamp)
+    write_json(EXPORT, stamp)
     src, tgt = sizes['source'], sizes['target']
     say(f'exported digits: source (0-4) train {src["train800val200"]} / test {src["test"]}, '
         f'target (5-9, inverted + rotated) train {tgt["train800val200"]} / test {tgt["test"]}')
@@ -168,49 +153,11 @@ def export_data(data_root, fresh):
 def run(config, work_dir, data_root, pretrained=None, epochs=None, verbose=False):
     """Train then test one config; return (top-1, trainable backbone parameters, runner)."""
     cfg = Config.fromfile(config)
-    cfg.work_dir = work_dir
-    cfg.log_level = 'INFO' if verbose else 'WARNING'
-    cfg.randomness = dict(seed=SEED, deterministic=True)
     for loader in ('train_dataloader', 'test_dataloader'):
         root = cfg[loader].dataset.data_root
         cfg[loader].dataset.data_root = osp.join(data_root, osp.basename(root))
-    if pretrained is not None:
-        cfg.model.backbone.pretrained = pretrained
-    if epochs is not None:
-        cfg.train_cfg.max_epochs = epochs
-        for sched in cfg.param_scheduler:
-            sched.T_max = epochs
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    backbone = runner.model.backbone
-    tuned = [m.tuned_elements() for m in backbone.peft.methods.values()]
-    if any(t is not None for t in tuned):  # sparse methods (GPS): the elements that can change
-        trainable = sum(t for t in tuned if t is not None)
-    else:
-        trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
-    metrics = runner.test()
+    metrics, trainable, runner = train_and_test(cfg, work_dir, pretrained, epochs, verbose)
     return metrics['accuracy/top1'], trainable, runner
-
-
-def cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(threads):
-    """What the figures depend on besides the code: versions, device, CPU, threads, seed."""
-    import mmengine
-    import mmpretrain
-    return {'torch': torch.__version__, 'mmengine': mmengine.__version__,
-            'mmpretrain': mmpretrain.__version__, 'python': platform.python_version(),
-            'device': 'cuda' if torch.cuda.is_available() else 'cpu', 'cpu': cpu_model(),
-            'threads': threads, 'seed': SEED, 'deterministic': True}
 
 
 def source_fingerprint(args):
@@ -229,24 +176,17 @@ def source_fingerprint(args):
 def train_source(args, source_ckpt):
     """Pre-train the source backbone unless ``source_ckpt`` was made with the same settings.
     Returns the source run's summary (``reused`` when the checkpoint was kept)."""
-    stamp_path = source_ckpt[:-len('.pth')] + '.json'
     fingerprint = source_fingerprint(args)
-    stamp = _read_json(stamp_path)
-    if (not args.fresh and osp.exists(source_ckpt) and stamp is not None
-            and stamp.get('fingerprint') == fingerprint):
+    source = reused_source(source_ckpt, fingerprint, args.fresh)
+    if source is not None:
         say(f'reusing the source backbone {source_ckpt} (--fresh re-trains it)')
-        return dict(stamp['source'], reused=True)
+        return dict(source, reused=True)
     say('pre-training the source backbone on digits 0-4 ...')
     t0 = time.time()
     acc, _, runner = run(SOURCE_CONFIG, osp.join(args.work_dir, 'source'), args.data_root,
                          epochs=args.source_epochs, verbose=args.verbose)
-    state = {k: v for k, v in runner.model.backbone.state_dict().items()
-             if not k.startswith('peft.')}
-    buffer = io.BytesIO()
-    torch.save({'state_dict': state}, buffer)
-    atomic_write_bytes(buffer.getvalue(), source_ckpt)
     source = {'top1': acc, 'seconds': round(time.time() - t0, 1)}
-    _write_json({'fingerprint': fingerprint, 'source': source}, stamp_path)
+    save_source(runner, source_ckpt, fingerprint, source)
     say(f'source backbone: top-1 {acc:.1f}% on held-out digits 0-4 '
         f'({source["seconds"]:.0f} s) -> {source_ckpt}')
     return dict(source, reused=False)
@@ -284,14 +224,8 @@ def main(argv=None):
         return None
     if not args.verbose:
         logging.getLogger('mmengine').setLevel(logging.WARNING)
-    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # deterministic cuBLAS on GPUs
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(args.threads)
-    try:
+    with fixed_threads(args.threads):
         return _main(args, argv)
-    finally:  # leave the process as it was (the tests call main in-process)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _main(args, argv):
@@ -313,14 +247,14 @@ def _main(args, argv):
 
     results = {
         'command': ['tools/demo/digits_demo.py'] + list(sys.argv[1:] if argv is None else argv),
-        'environment': environment(args.threads),
+        'environment': environment(args.threads, 'mmpretrain'),
         'epochs': args.epochs, 'source_epochs': args.source_epochs,
         'source': source,
         'total_seconds': round(time.time() - t_start, 1),
         'results': [{'method': m, 'top1': acc, 'trainable': n, 'seconds': round(s, 1)}
                     for m, acc, n, s in rows]}
     results_path = osp.join(args.work_dir, RESULTS)
-    _write_json(results, results_path)
+    write_json(results, results_path)
     print_table(rows)
     say(f'results -> {results_path}')
     return rows

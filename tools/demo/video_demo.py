@@ -24,12 +24,10 @@ number of CPU threads (``--threads``, default 1).
 import argparse
 import glob
 import hashlib
-import io
 import json
 import logging
 import os
 import os.path as osp
-import platform
 import sys
 import time
 
@@ -39,9 +37,9 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
 
-from vpetl_mm.compat.fileio import atomic_write_bytes  # noqa: E402
+from tools.demo.common import (SEED, environment, fixed_threads, read_json,  # noqa: E402
+                               reused_source, save_source, train_and_test, write_json)
 
 BACKBONES = ('vit-tiny', 'swin-tiny')
 DEFAULT_BACKBONES = ('vit-tiny', )
@@ -52,7 +50,6 @@ ALL_METHODS = ('linear', 'lora', 'adapter', 'adaptformer', 'bitfit', 'prefix', '
 #: (AdaptFormer), a side network (DTL) and full fine-tuning as the upper reference
 DEFAULT_METHODS = ('linear', 'lora', 'adaptformer', 'dtl', 'full')
 DEFAULT_THREADS = 1
-SEED = 42
 CONFIG_DIR = osp.join(ROOT, 'configs', 'demo', 'video')
 CONFIG = osp.join(CONFIG_DIR, '{}_{}.py')
 RESULTS = 'results.json'
@@ -139,18 +136,6 @@ def check_args(parser, args):
         if value is not None and value < 1:
             parser.error(f'--{opt.replace("_", "-")} must be at least 1, got {value}')
     return args
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(obj, path):
-    atomic_write_bytes((json.dumps(obj, indent=2) + '\n').encode(), path)
 
 
 # --------------------------------------------------------------------------- the clips
@@ -255,10 +240,10 @@ def export_data(args):
         settings['target']['train_per_class'] = args.train_per_class
     settings['max_clips'] = args.max_clips
     stamp = osp.join(args.data_root, CLIPS_STAMP)
-    if not args.fresh and _read_json(stamp) == settings:
+    if not args.fresh and read_json(stamp) == settings:
         return settings
     sizes = make_clips(args.data_root, settings, args.max_clips)
-    _write_json(settings, stamp)
+    write_json(settings, stamp)
     say(f'rendered clips (8 frames, 32x32 .mp4): source (digits 0-4, identity) train '
         f'{sizes["source_train"]} / test {sizes["source_test"]}, target (digits 5-9, direction '
         f'of motion) train {sizes["target_train"]} / test {sizes["target_test"]}')
@@ -269,37 +254,12 @@ def export_data(args):
 def run(config, work_dir, data_root, pretrained=None, epochs=None, verbose=False):
     """Train then test one config; return (top-1 %, trainable backbone parameters, runner)."""
     cfg = Config.fromfile(config)
-    cfg.work_dir = work_dir
-    cfg.log_level = 'INFO' if verbose else 'WARNING'
-    cfg.randomness = dict(seed=SEED, deterministic=True)
     task = cfg.get('task', 'target')
     for loader, split in (('train_dataloader', 'train'), ('test_dataloader', 'test')):
         cfg[loader].dataset.ann_file = osp.join(data_root, f'{task}_{split}.txt')
         cfg[loader].dataset.data_prefix = dict(video=osp.join(data_root, 'videos'))
-    cfg.model.backbone.pretrained = pretrained
-    if epochs is not None:
-        cfg.train_cfg.max_epochs = epochs
-        for sched in cfg.param_scheduler:
-            sched.T_max = epochs
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    backbone = runner.model.backbone
-    tuned = [m.tuned_elements() for m in backbone.peft.methods.values()]
-    if any(t is not None for t in tuned):
-        trainable = sum(t for t in tuned if t is not None)
-    else:
-        trainable = sum(p.numel() for p in backbone.parameters() if p.requires_grad)
-    metrics = runner.test()
+    metrics, trainable, runner = train_and_test(cfg, work_dir, pretrained, epochs, verbose)
     return 100.0 * metrics['acc/top1'], trainable, runner
-
-
-def environment(threads):
-    import mmaction
-    import mmengine
-    return {'torch': torch.__version__, 'mmengine': mmengine.__version__,
-            'mmaction': mmaction.__version__, 'python': platform.python_version(),
-            'device': 'cuda' if torch.cuda.is_available() else 'cpu',
-            'threads': threads, 'seed': SEED, 'deterministic': True}
 
 
 def source_fingerprint(args, backbone, clips):
@@ -316,25 +276,18 @@ def train_source(args, backbone, clips):
     """Pre-train the source backbone unless its checkpoint was made with the same settings.
     Returns (checkpoint path, summary)."""
     ckpt = osp.join(args.work_dir, f'source_backbone_{backbone}.pth')
-    stamp_path = ckpt[:-len('.pth')] + '.json'
     fingerprint = source_fingerprint(args, backbone, clips)
-    stamp = _read_json(stamp_path)
-    if (not args.fresh and osp.exists(ckpt) and stamp is not None
-            and stamp.get('fingerprint') == fingerprint):
+    source = reused_source(ckpt, fingerprint, args.fresh)
+    if source is not None:
         say(f'reusing the source {backbone} {ckpt} (--fresh re-trains it)')
-        return ckpt, dict(stamp['source'], reused=True)
+        return ckpt, dict(source, reused=True)
     say(f'pre-training the source {backbone} on the identity of moving digits 0-4 ...')
     t0 = time.time()
     acc, _, runner = run(CONFIG.format(backbone, 'source'),
                          osp.join(args.work_dir, f'{backbone}_source'), args.data_root,
                          epochs=args.source_epochs, verbose=args.verbose)
-    state = {k: v for k, v in runner.model.backbone.state_dict().items()
-             if not k.startswith('peft.')}
-    buffer = io.BytesIO()
-    torch.save({'state_dict': state}, buffer)
-    atomic_write_bytes(buffer.getvalue(), ckpt)
     source = {'top1': round(float(acc), 2), 'seconds': round(time.time() - t0, 1)}
-    _write_json({'fingerprint': fingerprint, 'source': source}, stamp_path)
+    save_source(runner, ckpt, fingerprint, source)
     say(f'source {backbone}: top-1 {acc:.1f}% on held-out clips of digits 0-4 '
         f'({source["seconds"]:.0f} s) -> {ckpt}')
     return ckpt, dict(source, reused=False)
@@ -368,14 +321,8 @@ def main(argv=None):
     args = check_args(parser, parser.parse_args(argv))
     if not args.verbose:
         logging.getLogger('mmengine').setLevel(logging.WARNING)
-    os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(args.threads)
-    try:
+    with fixed_threads(args.threads):
         return _main(args, argv)
-    finally:  # leave the process as it was (the tests call main in-process)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _main(args, argv):
@@ -397,11 +344,12 @@ def _main(args, argv):
             say(f'{backbone} {method}: top-1 {rows[-1]["top1"]:.1f}%')
     results = {
         'command': ['tools/demo/video_demo.py'] + list(sys.argv[1:] if argv is None else argv),
-        'environment': environment(args.threads), 'clips': clips,
+        'environment': environment(args.threads, 'mmaction', with_cpu=False),
+        'clips': clips,
         'epochs': args.epochs, 'source_epochs': args.source_epochs, 'source': sources,
         'total_seconds': round(time.time() - t_start, 1), 'results': rows}
     path = osp.join(args.work_dir, RESULTS)
-    _write_json(results, path)
+    write_json(results, path)
     print()
     print('\n'.join(table_lines(rows)))
     say(f'results -> {path}')

@@ -38,6 +38,8 @@ def vit_b_count(method: dict) -> int:
     import torch
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
+
+    from vpetl_mm.engine.trainable import trainable_elements
     init_default_scope('mmpretrain')
     with torch.device('meta'):
         backbone = MODELS.build(dict(
@@ -45,10 +47,7 @@ def vit_b_count(method: dict) -> int:
             backbone=dict(type='VisionTransformer', arch='b', img_size=224, patch_size=16,
                           init_cfg=None),
             method=method))
-    tuned = [m.tuned_elements() for m in backbone.peft.methods.values()]
-    if any(t is not None for t in tuned):  # sparse methods: the elements that can change
-        return sum(t for t in tuned if t is not None)
-    return sum(p.numel() for p in backbone.parameters() if p.requires_grad)
+    return trainable_elements(backbone)  # sparse methods (GPS): the elements that can change
 
 
 def count_cell(method: dict) -> str:

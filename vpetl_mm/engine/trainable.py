@@ -56,6 +56,12 @@ def tuned_counts(model: nn.Module) -> Dict[int, int]:
     return counts
 
 
+def trainable_elements(model: nn.Module) -> int:
+    """Elements of ``model``'s parameters that training changes, as :func:`parameter_summary`
+    counts them (a sparsely tuned tensor by its tuned elements)."""
+    return parameter_summary(model)[-1][1]
+
+
 def parameter_summary(model: nn.Module, depth: int = 1) -> List[Tuple[str, int, int]]:
     """``(name, trainable, total)`` per module at ``depth`` (1: backbone, neck, head, ...),
     followed by a ``'total'`` row. Shared parameters count once. A tensor that a sparse method
