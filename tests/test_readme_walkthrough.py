@@ -38,6 +38,7 @@ import torch
 pytest.importorskip('mmpretrain')
 from mmengine.config import Config  # noqa: E402
 
+from tests._video_helpers import write_video  # noqa: E402
 from tests.test_tools import test_first_run  # noqa: E402
 from tests.test_tools.test_first_run import (SIZE_ONLY, TINY_BACKBONE, repo_layout,  # noqa: E402
                                              run, top1, write_pretrained, write_vtab)
@@ -887,7 +888,6 @@ def check_video_demo(block, ctx):
 def check_video_csv_list(block, ctx):
     from mmengine.registry import init_default_scope
     from mmaction.registry import DATASETS
-    from tests.test_tools import test_video_tools as video
     from vpetl_mm.engine.data_paths import check_dataset_paths
     config = one(select(find_block('video-tools'), 'python tools/train.py'),
                  'python tools/train.py')[2]
@@ -899,7 +899,7 @@ def check_video_csv_list(block, ctx):
     for i in range(3):  # "/full/path/video.mp4,label", no header
         path = ctx.tmp_path / 'videos' / f'clip {i}.mp4'
         os.makedirs(path.parent, exist_ok=True)
-        video.write_video(path, (48, 64), seed=i)
+        write_video(path, (48, 64), frames=16, seed=i)
         lines.append(f'{path},{i}\n')
     os.makedirs(osp.dirname(work / dataset.ann_file), exist_ok=True)
     (work / dataset.ann_file).write_text(''.join(lines))

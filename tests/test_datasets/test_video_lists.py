@@ -2,7 +2,6 @@
 SSv2's .webm, and bad lists caught before a run with the list file and line."""
 import os.path as osp
 
-import numpy as np
 import pytest
 
 pytest.importorskip('mmaction')
@@ -11,21 +10,8 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401  (registers the plugin)
+from tests._video_helpers import write_video  # noqa: E402
 from vpetl_mm.engine.data_paths import check_dataset_paths  # noqa: E402
-
-
-def write_video(path, size=(48, 64), frames=12, codec='mpeg4', seed=0):
-    import av
-    rng = np.random.RandomState(seed)
-    h, w = size
-    with av.open(str(path), 'w') as container:
-        stream = container.add_stream(codec, rate=8)
-        stream.width, stream.height, stream.pix_fmt = w, h, 'yuv420p'
-        for _ in range(frames):
-            frame = av.VideoFrame.from_ndarray(
-                rng.randint(0, 256, (h, w, 3), dtype=np.uint8), format='rgb24')
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 def pipeline(init, decode):

@@ -16,6 +16,7 @@ from mmengine.config import Config
 from PIL import Image
 
 import vpetl_mm  # noqa: F401  (allow-lists mmengine's checkpoint types for torch.load)
+from tests._video_helpers import write_video
 from tests.test_models import test_specs_toolboxes as toolboxes
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -56,19 +57,10 @@ def wrapped(backbone, pretrained):
 
 def video_config(tmp_path):
     """Recognizer3D + the mmaction ViT on mp4 files listed as ``<file> <label>``."""
-    import av
-    rng = np.random.RandomState(0)
     lines = []
-    for i, (h, w) in enumerate([(40, 48), (36, 44), (48, 40), (44, 36)]):
+    for i, size in enumerate([(40, 48), (36, 44), (48, 40), (44, 36)]):  # decoded by PyAV
         name = f'v{i}.mp4'
-        with av.open(str(tmp_path / name), 'w') as container:
-            stream = container.add_stream('mpeg4', rate=8)
-            stream.width, stream.height, stream.pix_fmt = w, h, 'yuv420p'
-            for _ in range(12):
-                frame = av.VideoFrame.from_ndarray(
-                    rng.randint(0, 256, (h, w, 3), dtype=np.uint8), format='rgb24')
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
+        write_video(tmp_path / name, size, seed=i)
         lines.append(f'{name} {i % 3}\n')
     (tmp_path / 'list.txt').write_text(''.join(lines))
     _, backbone, model_fn, _ = toolboxes.mmaction_vit()

@@ -6,7 +6,6 @@ method of the table through one training step of its own recognizer."""
 import os
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,27 +15,13 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401  (registers the plugin for in-process builds)
+from tests._video_helpers import write_video  # noqa: E402
 from tests.test_tools.test_first_run import ROOT, repo_layout, run  # noqa: E402
 
 VIT = dict(img_size=32, patch_size=8, embed_dims=32, depth=12, num_heads=2, mlp_ratio=2)
 SWIN = dict(arch=dict(embed_dims=16, depths=[2, 2, 18, 2], num_heads=[1, 2, 2, 4]),
             window_size=(2, 4, 4), drop_path_rate=0.1)
 HEAD_IN = {'videomae-vit-b': 32, 'video-swin-b': 128}
-
-
-def write_video(path, size, frames=16, seed=0):
-    """An mp4 (MPEG-4 part 2) of random frames, written with PyAV."""
-    import av
-    rng = np.random.RandomState(seed)
-    h, w = size
-    with av.open(str(path), 'w') as container:
-        stream = container.add_stream('mpeg4', rate=8)
-        stream.width, stream.height, stream.pix_fmt = w, h, 'yuv420p'
-        for _ in range(frames):
-            frame = av.VideoFrame.from_ndarray(
-                rng.randint(0, 256, (h, w, 3), dtype=np.uint8), format='rgb24')
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 def write_list(folder, list_file, n, classes=('brush_hair', 'cartwheel', 'catch'), seed=0):
@@ -48,7 +33,8 @@ def write_list(folder, list_file, n, classes=('brush_hair', 'cartwheel', 'catch'
         name = f'{classes[label]}/{classes[label]}_{i}.mp4'
         os.makedirs(folder / classes[label], exist_ok=True)
         # sizes differ; landscape, as decord 0.6 mis-reads small portrait frames
-        write_video(folder / name, [(48, 64), (64, 96), (48, 80)][i % 3], seed=seed + i)
+        write_video(folder / name, [(48, 64), (64, 96), (48, 80)][i % 3], frames=16,
+                    seed=seed + i)
         lines.append(f'{name} {label}\n')
     list_file.write_text(''.join(lines))
 
