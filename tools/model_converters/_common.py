@@ -11,36 +11,33 @@ import os.path as osp
 
 import torch
 
-_CONVERTERS = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'vpetl_mm', 'models',
-                       'converters')
+_PACKAGE = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'vpetl_mm')
+
+
+def _load_file(relpath, name):
+    """Import ``vpetl_mm/<relpath>`` by path as module ``name``, skipping the package
+    ``__init__``s."""
+    spec = importlib.util.spec_from_file_location(name, osp.normpath(osp.join(_PACKAGE,
+                                                                               relpath)))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_converter(name):
-    """Import ``vpetl_mm/models/converters/<name>.py`` by path, skipping the package
-    ``__init__``s."""
-    spec = importlib.util.spec_from_file_location(f'_vpetl_mm_{name}_converter',
-                                                  osp.normpath(osp.join(_CONVERTERS,
-                                                                        f'{name}.py')))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import ``vpetl_mm/models/converters/<name>.py`` by path."""
+    return _load_file(osp.join('models', 'converters', f'{name}.py'),
+                      f'_vpetl_mm_{name}_converter')
 
 
-def _load_atomic_writer():
-    path = osp.normpath(osp.join(_CONVERTERS, '..', '..', 'compat', 'atomic_file.py'))
-    spec = importlib.util.spec_from_file_location('_vpetl_mm_atomic_file', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_ATOMIC = _load_atomic_writer()
+_ATOMIC = _load_file(osp.join('compat', 'atomic_file.py'), '_vpetl_mm_atomic_file')
 
 
 def unwrap_state_dict(state, path):
     """The state dict of a loaded checkpoint: ``state`` itself or the one under ``model`` /
-    ``state_dict``; a ``ValueError`` naming ``path`` for anything else."""
-    for wrapper in ('model', 'state_dict'):
+    ``state_dict`` / ``module`` (DeepSpeed's, e.g. VideoMAE's checkpoints); a ``ValueError``
+    naming ``path`` for anything else."""
+    for wrapper in ('model', 'state_dict', 'module'):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             return state[wrapper]
     if not isinstance(state, dict):

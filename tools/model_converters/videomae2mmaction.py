@@ -54,8 +54,6 @@ def load_and_convert(path, num_frames=16, img_size=224, final_norm='fc_norm'):
     """Read SRC and return ``(converted state dict, dropped key names, layout name, whether
     SRC held a learned pos_embed)``."""
     state = torch.load(path, map_location='cpu', weights_only=True)
-    if isinstance(state, dict) and 'model' not in state and isinstance(state.get('module'), dict):
-        state = state['module']  # VideoMAE's DeepSpeed-saved checkpoints
     state = unwrap_state_dict(state, path)
     try:
         layout = videomae.check_videomae_layout(state)
