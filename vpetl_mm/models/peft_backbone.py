@@ -109,17 +109,20 @@ def read_checkpoint(path: str, key: str = 'checkpoint'):
     if not os.path.isfile(path):
         raise FileNotFoundError(f'{key}={path!r}: no such file (resolved to '
                                 f'{os.path.abspath(path)})')
-    with open(path, 'rb') as f:
-        magic = f.read(4)
-    if path.endswith('.npz') or (magic.startswith(b'PK') and _holds_npy(path)):
-        raise ValueError(f'{key}={path!r} is a NumPy archive (a JAX / big_vision release), not a '
-                         'torch checkpoint: convert it first, e.g. python '
-                         f'tools/model_converters/vit2mmpretrain.py {path} OUT.pth')
+    npz = (f'{key}={path!r} is a NumPy archive (a JAX / big_vision release), not a torch '
+           'checkpoint: convert it first, e.g. python '
+           f'tools/model_converters/vit2mmpretrain.py {path} OUT.pth')
+    if path.endswith('.npz'):
+        raise ValueError(npz)
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        with open(path, 'rb') as f:
+            is_zip = f.read(4).startswith(b'PK')
+        if is_zip and _holds_npy(path):  # an .npz under another name
+            raise ValueError(npz) from err
         hint = ('a zip archive torch cannot read: truncated or not a torch checkpoint'
-                if magic.startswith(b'PK') else 'not a torch checkpoint, or truncated')
+                if is_zip else 'not a torch checkpoint, or truncated')
         raise ValueError(f'{key}={path!r} ({os.path.getsize(path):,} bytes) cannot be read: '
                          f'{hint} ({type(err).__name__}: {str(err).splitlines()[0][:200]})'
                          ) from err
