@@ -19,6 +19,8 @@ from typing import Dict, NamedTuple, Optional
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 OUT = osp.join(ROOT, 'configs', 'video')
+sys.path.insert(0, ROOT)
+from vpetl_mm.engine.runtime import PEFT_HOOKS  # noqa: E402
 
 
 class Backbone(NamedTuple):
@@ -128,13 +130,9 @@ METHODS: Dict[str, Method] = {
         "DTL's ViT-B and Swin-B settings (its VTAB scripts); not in V-PETL's video table."),
 }
 
-HOOKS = """custom_hooks = [
-    dict(type='vpetl_mm.PEFTSelectionHook'),
-    dict(type='vpetl_mm.DyTHook'),
-    dict(type='vpetl_mm.PEFTSummaryHook'),
-    dict(type='vpetl_mm.TrainableCheckpointHook'),
-]
-"""
+# the hooks every vpetl_mm run needs (the ones tools/train.py adds where a config lacks them)
+HOOKS = ('custom_hooks = [\n' + ''.join(f"    dict(type='{hook}'),\n" for hook, _ in PEFT_HOOKS)
+         + ']\n')
 
 
 def config_name(backbone: str, method: str, dataset: str) -> str:
