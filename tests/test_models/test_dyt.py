@@ -293,3 +293,67 @@ def test_real_skipping_in_the_video_vit(tmp_path):
     assert all(len(shape) == 2 for shape in seen)  # rows, not the padded sequence
     assert 0 < kept < tokens * len(model.backbone.blocks)
     assert dyt.activation_rate() == pytest.approx(kept / (tokens * len(model.backbone.blocks)))
+
+
+def dyt_on_mmseg_vit(plain, wrapped, x):
+    """Eval-mode DyT on mmseg's ViT by hand (``plain`` unwrapped, ``wrapped`` holding the DyT
+    modules): each block as in :func:`dyt_by_hand`, the cls token always through the MLP; the
+    maps of the ``out_indices`` blocks, ``(B, C, H, W)`` of every patch token (no final norm),
+    and the number of patch tokens that went through the MLPs."""
+    tokens, hw = plain.patch_embed(x)
+    tokens = torch.cat([plain.cls_token.expand(len(x), -1, -1), tokens], dim=1)
+    tokens = plain._pos_embeding(tokens, hw, plain.pos_embed)
+    maps, kept = [], 0
+    for i, (layer, ours) in enumerate(zip(plain.layers, wrapped.layers)):
+        mods = ours.dyt
+        h = layer.attn(layer.ln1(tokens), identity=tokens)
+        logits = F.linear(h[:, 1:], mods.dispatcher.weight, mods.dispatcher.bias).squeeze(-1)
+        decision = (logits > 0).float()
+        kept += int(decision.sum())
+        mask = torch.cat([torch.ones(len(x), 1), decision], 1)[..., None]
+        tokens = h + mask * layer.ffn.layers(layer.ln2(h)) + mods.scale * linear_adapter(mods, h)
+        if i in plain.out_indices:
+            maps.append(tokens[:, 1:].transpose(1, 2).reshape(len(x), -1, *hw))
+    return maps, kept
+
+
+def test_real_skipping_in_the_vit_segmentor():
+    """In the ADE20K config's segmentor (UperNet on mmseg's ViT, shrunk) DyT's skipped tokens
+    really bypass the MLP at inference: fc1 receives only the kept patch tokens and the cls
+    tokens, as rows. The maps of blocks 3, 5, 7 and 11 that MultiLevelNeck takes are those
+    blocks' outputs by DyT's formula: every patch token stays in its map, a skipped one as
+    ``h + s * adapter(h)``, as in the authors' segmentation backbone (no final norm)."""
+    from tests.test_configs.test_dense_vit_configs import (build_tiny, config_path, seg_batch,
+                                                          tiny_cfg)
+    path = config_path('upernet', 'dyt')
+    model = build_tiny(path)  # (in the mmseg scope)
+    dyt = model.backbone.peft.methods['dyt']
+    torch.manual_seed(1)
+    with torch.no_grad():  # a trained-looking adapter, a dispatcher that skips some tokens
+        for name, p in model.backbone.named_parameters():
+            if '.dyt.' in name:
+                p.normal_(0, 0.5 if 'dispatcher' in name else 0.3)
+    from mmseg.registry import MODELS as SEG_MODELS
+    plain = SEG_MODELS.build(tiny_cfg(path).backbone.backbone.to_dict())
+    plain.load_state_dict(model.backbone.state_dict(), strict=False)
+    model.eval()
+    plain.eval()
+    seen = []
+    for layer in model.backbone.layers:
+        layer.ffn.layers[0][0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape))
+    x = torch.randn(2, 3, 64, 96)
+    dyt.activation_rate()  # reset
+    with torch.no_grad():
+        maps = model.backbone(x)
+        expected, kept = dyt_on_mmseg_vit(plain, model.backbone, x)
+    assert [m.shape for m in maps] == [(2, 32, 4, 6)] * 4
+    for ours, theirs in zip(maps, expected):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    patches = 2 * 4 * 6 * 12  # batch x grid x blocks
+    assert all(len(shape) == 2 for shape in seen)
+    assert sum(shape[0] for shape in seen) == kept + 2 * 12  # + the cls tokens
+    assert 0 < kept < patches
+    assert dyt.activation_rate() == pytest.approx(kept / patches)
+    with torch.no_grad():
+        out = model.test_step(seg_batch(64, 96))
+    assert out[0].pred_sem_seg.data.shape == (1, 64, 96)

@@ -1,7 +1,9 @@
 """Spec for mmseg ``VisionTransformer`` (``models/backbones/vit.py``)."""
+import math
 import types
 
 import torch.nn.functional as F
+from mmengine.logging import print_log
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
@@ -99,3 +101,27 @@ class MMSegViTSpec(BackboneSpec):
 
     def _layout(self, block, tokens, args):
         return grid_from_tokens(tokens.shape[1], self._grid)
+
+    def adapt_state_dict(self, state_dict):
+        """Resize a position table made at another image size to the backbone's ``img_size``.
+
+        ``pos_embed`` is ``(1, 1 + S * S, C)``: the cls slot, then a square ``S x S`` grid
+        (ViT-B/16 at 224 px: ``S = 14``). mmseg's own ``init_weights`` resizes it the same way
+        (its ``resize_pos_embed``, ``interpolate_mode``) when ``init_cfg`` loads a checkpoint,
+        but ``PEFTBackbone`` loads the weights itself, so a 224 px checkpoint would otherwise
+        not fit a 512 px backbone (``(1, 1 + 32 * 32, C)``).
+        """
+        backbone = self.backbone
+        theirs = state_dict.get('pos_embed')
+        if theirs is None or theirs.shape == backbone.pos_embed.shape:
+            return state_dict
+        side = math.isqrt(theirs.shape[1] - 1)
+        if side * side != theirs.shape[1] - 1:
+            raise ValueError(f'pretrained pos_embed {tuple(theirs.shape)}: expected a cls slot '
+                             'and a square grid')
+        h, w = (s // backbone.patch_size for s in backbone.img_size)
+        print_log(f'pretrained pos_embed: {side} x {side} grid resized to {h} x {w} '
+                  f'({backbone.interpolate_mode})', logger='current')
+        resized = backbone.resize_pos_embed(theirs, (h, w), (side, side),
+                                            backbone.interpolate_mode)
+        return dict(state_dict, pos_embed=resized)

@@ -1,0 +1,13 @@
+# DTL on ADE20K: UperNet + MultiLevelNeck on ViT-B/16 (ImageNet-21k), frozen inside
+# vpetl_mm.PEFTBackbone. Recipe: configs/_base_/dense/upernet_vit-b16-in21k_mln_ade20k.py
+# (MMSegmentation's ViT-B/16 UperNet, 160k iterations of 8 x 2 crops of 512, with DyT's
+# segmentation optimizer: AdamW lr 1e-3, weight decay 0.05).
+# Method: rank-2 side maps reading every block's input, swish (beta 100) of their sum
+# added back after blocks 6-11 (DTL's ViT-B setting, from its VTAB scripts; it publishes
+# no dense setting). The neck's maps of blocks 3 and 5 are therefore the frozen ViT's.
+# Trainable backbone parameters: 36,864.
+_base_ = [
+    '../../_base_/dense/upernet_vit-b16-in21k_mln_ade20k.py',
+    '../../_base_/peft/dtl.py'
+]
+model = dict(backbone=dict(method=dict(_base_.peft_method)))

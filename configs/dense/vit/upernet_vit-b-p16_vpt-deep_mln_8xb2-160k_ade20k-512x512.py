@@ -1,0 +1,12 @@
+# VPT-deep on ADE20K: UperNet + MultiLevelNeck on ViT-B/16 (ImageNet-21k), frozen inside
+# vpetl_mm.PEFTBackbone. Recipe: configs/_base_/dense/upernet_vit-b16-in21k_mln_ade20k.py
+# (MMSegmentation's ViT-B/16 UperNet, 160k iterations of 8 x 2 crops of 512, with DyT's
+# segmentation optimizer: AdamW lr 1e-3, weight decay 0.05).
+# Method: 10 prompt tokens per block after the cls token, dropout 0.1 (the project's
+# default). They leave every block's output again, so the feature maps keep their grid.
+# Trainable backbone parameters: 92,160.
+_base_ = [
+    '../../_base_/dense/upernet_vit-b16-in21k_mln_ade20k.py',
+    '../../_base_/peft/vpt-deep.py'
+]
+model = dict(backbone=dict(method=dict(_base_.peft_method)))
