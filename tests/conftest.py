@@ -12,3 +12,9 @@ try:
     import av  # noqa: F401
 except ImportError:
     pass
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'sweep: runs every shipped video / dense config through tools/train.py and '
+        'tools/test.py (minutes); -m "not sweep" leaves them out of a quick run')

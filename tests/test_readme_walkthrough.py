@@ -80,6 +80,10 @@ CHECKS = {
                          '--work-dir is train-work-dir; --resume, --amp, dist_train.sh: by name'),
     'merge-peft': ('bash', r'python tools/model_converters/merge_peft\.py ',
                    'run on a trained LoRA checkpoint; loads strictly into the plain model'),
+    'dense-tools': ('bash', r'python tools/train\.py configs/dense/',
+                    'every command parses, its configs exist, test.py names the checkpoint the '
+                    'full schedule ends with; the runs: test_dense_config_sweep (checked by '
+                    'name)'),
     'video-tools': ('bash', r'python tools/train\.py configs/video/',
                     'train.py runs shrunk (test_video_tools helpers); test.py, dist_train.sh: '
                     'run by test_video_tools (checked by name)'),
@@ -291,7 +295,8 @@ def check_venv_path(path):
 def pretrained_paths():
     """Every ``pretrained=`` path the shipped model configs name."""
     paths = set()
-    for name in glob.glob(osp.join(ROOT, 'configs', '_base_', 'models', '*.py')):
+    for name in (glob.glob(osp.join(ROOT, 'configs', '_base_', 'models', '*.py')) +
+                 glob.glob(osp.join(ROOT, 'configs', '_base_', 'dense', '*.py'))):
         with open(name) as f:
             paths |= set(re.findall(r"pretrained='([^']+)'", f.read()))
     return paths
@@ -394,6 +399,7 @@ RELEASES = {
     'ViT-B-32.pt': fake_openai_clip_jit,
     'ViT-B-16.pt': fake_openai_clip_jit,
     'swin_base_patch4_window7_224_22k.pth': fake_official_swin,
+    'swin_large_patch4_window7_224_22k.pth': fake_official_swin,  # the same tiny fake
     'checkpoint.pth': fake_videomae_pretrain,  # "a VideoMAE checkpoint"
 }
 # the tiny CLIP tower of test_clip_converter, as command-line options of a CLIP config
@@ -415,7 +421,7 @@ def convert_releases(found, head, work):
         assert src in RELEASES, f'{" ".join(argv)}: no fake for the release file {src}'
         load = RELEASES[src](work / src)
         out = run(argv, cwd=work)
-        assert dst in pretrained_paths(), f'{dst} is no pretrained path of configs/_base_/models'
+        assert dst in pretrained_paths(), f'{dst}: no shipped config reads it'
         load(work / dst)
         outputs.append((dst, out))
     return outputs
@@ -867,6 +873,31 @@ def check_video_tools(block, ctx):
     # tools/test.py (the configs' 4-clip test) on such a checkpoint: run there
     run_by(video.test_train_then_test_video_config, test, ['python', 'tools/test.py'],
            "'tools/test.py', path")
+
+
+def check_dense_tools(block, ctx):
+    from tests.test_tools import test_dense_config_sweep as dense
+    found = by_head(block, 'python tools/train.py', 'python tools/test.py',
+                    'bash tools/dist_train.sh')
+    for head, argvs in found.items():
+        for argv, _ in argvs:
+            if head.startswith('bash'):  # dist_train.sh CONFIG GPUS [train.py options]
+                assert argv[3].isdigit(), argv
+                script, options = 'tools/train.py', [argv[2]] + argv[4:]
+            else:
+                script, options = head.split()[-1], argv[2:]
+            args = parses(script, options)
+            assert args.config in dense.CONFIGS, f'{argv}: not a configs/dense config'
+    test = one(found, 'python tools/test.py')
+    cfg = Config.fromfile(osp.join(ROOT, test[2]))
+    last = (f'iter_{cfg.train_cfg.max_iters}' if 'max_iters' in cfg.train_cfg
+            else f'epoch_{cfg.train_cfg.max_epochs}')
+    assert test[3] == f'work_dirs/{stem(test[2])}/{last}.pth', test
+    sweep = dense.test_every_dense_config_trains_and_tests
+    for snippet in ("'tools/train.py'", "'tools/test.py'", 'for c in CONFIGS'):
+        assert snippet in inspect.getsource(sweep), f'the dense sweep no longer runs {snippet}'
+    assert "'tools/dist_train.sh', config, '2'" in inspect.getsource(
+        dense.test_dist_train_dense_config)
 
 
 def check_video_demo(block, ctx):

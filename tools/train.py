@@ -134,11 +134,13 @@ def settle_dataloaders(cfg, no_pin_memory=False, no_persistent_workers=False):
 
 
 def main(argv=None):
+    """Train as ``python tools/train.py *argv`` does; the runner, for callers in Python."""
     args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
     check_dataset_paths(cfg, loaders=('train_dataloader', 'val_dataloader'))
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    return runner
 
 
 if __name__ == '__main__':

@@ -265,3 +265,30 @@ def test_refused_layouts_are_named(tmp_path, capsys):
         assert err.startswith(f'swin2mmpretrain: error: {src}: '), (name, err)
         assert words in err, (name, err)
         assert not osp.exists(dst), name
+
+
+@pytest.mark.parametrize('toolbox', ['mmdet', 'mmseg'])
+def test_converted_swin_is_also_the_dense_toolboxes_layout(tmp_path, toolbox):
+    """The converter's file of an official release loads with ``strict=True`` into mmdet's and
+    mmseg's ``SwinTransformer`` (``out_indices=(3,)``: the release's final norm is ``norm3``) and
+    gives mmpretrain's features, so the dense configs need no toolbox converter. The input is
+    256 px: the last map (8 x 8) is larger than the window (4), where mmpretrain (which stops
+    shifting a map equal to the window) and the dense Swins (which pad it) agree."""
+    backbones = pytest.importorskip(f'{toolbox}.models.backbones')
+    src, dst = tmp_path / 'swin_official.pth', tmp_path / 'swin_mm.pth'
+    torch.save({'model': official_layout(tiny_timm_swin4(), mm_swin4())}, src)
+    swin2mmpretrain.main([str(src), str(dst)])
+    converted = torch.load(dst, weights_only=True)['state_dict']
+    dense = backbones.SwinTransformer(
+        embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=4,
+        out_indices=(3, ))
+    dense.load_state_dict(converted, strict=True)
+    dense.eval()
+    mm = mm_swin4()
+    mm.load_state_dict(converted, strict=True)
+    x = torch.randn(2, 3, 256, 256)
+    with torch.no_grad():
+        expected, = mm(x)
+        out, = dense(x)
+    assert out.shape == expected.shape == (2, 128, 8, 8)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)

@@ -51,20 +51,26 @@ def write_pretrained(path, backbone_cfg):
                path)
 
 
-def shrink_options(backbone, epochs=1):
+def shrink_options(backbone, epochs=1, recipe='vpetl'):
     """--cfg-options that shrink a configs/video config of ``backbone`` to a tiny model on
-    32 px frames, 2-clip batches without workers."""
+    32 px frames, 2-clip batches without workers. ``recipe``: 'vpetl' (V-PETL's 8x4x1
+    pipelines) or 'mmaction' (MMAction2's Video Swin 32x2x1 pipelines of the
+    ``*_k400-mmaction`` configs)."""
     sizes = VIT if backbone == 'videomae-vit-b' else SWIN
     opts = [f'model.backbone.backbone.{k}={v}' for k, v in sizes.items() if k != 'arch']
     if 'arch' in sizes:
         opts += [f'model.backbone.backbone.arch.{k}={v}'.replace(' ', '')
                  for k, v in sizes['arch'].items()]
     opts += [f'model.cls_head.in_channels={HEAD_IN[backbone]}',
-             'train_dataloader.dataset.pipeline.3.input_size=32',
-             'train_dataloader.dataset.pipeline.4.scale=(32,32)',
              f'train_cfg.max_epochs={epochs}', 'train_cfg.val_interval=1',
              'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1']
-    for loader in ('val_dataloader', 'test_dataloader'):
+    if recipe == 'vpetl':  # MultiScaleCrop, Resize
+        opts += ['train_dataloader.dataset.pipeline.3.input_size=32',
+                 'train_dataloader.dataset.pipeline.4.scale=(32,32)']
+    else:  # Resize, RandomResizedCrop, Resize
+        opts += ['train_dataloader.dataset.pipeline.3.scale=(-1,32)',
+                 'train_dataloader.dataset.pipeline.5.scale=(32,32)']
+    for loader in ('val_dataloader', 'test_dataloader'):  # Resize, CenterCrop / ThreeCrop
         opts += [f'{loader}.dataset.pipeline.3.scale=(-1,32)',
                  f'{loader}.dataset.pipeline.4.crop_size=32', f'{loader}.batch_size=2']
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

@@ -1,7 +1,8 @@
 """Adapter: a sequential bottleneck after the MLP of every block.
 
 Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019, in the single-adapter
-placement of the V-PETL benchmark (after the MLP only).
+placement of the V-PETL benchmark (after the MLP only), optionally with the second adapter of the
+Mona repository's Swin baseline (after the attention residual).
 """
 import math
 from typing import Optional, Sequence
@@ -14,16 +15,18 @@ from .base import PEFTMethod, select_blocks
 
 
 class Bottleneck(nn.Module):
-    """``x -> up(GELU(down(x)))``: ``(..., C) -> (..., C)`` through a width-``d`` bottleneck.
+    """``x -> up(Drop(GELU(down(x))))``: ``(..., C) -> (..., C)`` through a width-``d``
+    bottleneck.
 
     ``down`` keeps ``nn.Linear``'s kaiming-uniform weight with a zero bias, ``up`` starts at zero,
     so the bottleneck outputs exactly zero at initialisation and learns from the first step.
     """
 
-    def __init__(self, dims: int, bottleneck: int):
+    def __init__(self, dims: int, bottleneck: int, dropout: float = 0.0):
         super().__init__()
         self.down = nn.Linear(dims, bottleneck)
         self.act = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
         self.up = nn.Linear(bottleneck, dims)
         nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
         nn.init.zeros_(self.down.bias)
@@ -31,16 +34,21 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.up(self.act(self.down(x)))
+        return self.up(self.dropout(self.act(self.down(x))))
 
 
 @PEFT_METHODS.register_module()
 class Adapter(PEFTMethod):
-    """``m -> m + up(GELU(down(m)))`` applied to the MLP branch output ``m``.
+    """``m -> m + up(Drop(GELU(down(m))))`` applied to the MLP branch output ``m``.
 
     The adapter sits inside the MLP residual branch, before drop-path:
     ``y = h + DropPath(m + Adapter(m))`` with ``m = MLP(LN2(h))``. Its module is attached to the
     block as ``adapter``.
+
+    With ``attn_residual=True`` a second adapter acts on the residual stream after the attention,
+    ``h <- h + Adapter_attn(h)`` with ``h = x + DropPath(attn(LN1(x)))``, before it feeds ``LN2``
+    and the MLP's skip: the two adapters per block of the Mona repository's Adapter baseline on
+    Swin (its ``my_module_1`` / ``my_module_2``). That module is attached as ``adapter_attn``.
 
     The benchmark's code writes zeros into both projections, which would leave the weights at
     zero forever (both gradients vanish); here ``down`` is kaiming-uniform and only ``up`` is zero,
@@ -49,20 +57,33 @@ class Adapter(PEFTMethod):
     Args:
         bottleneck (int): width ``d`` of the bottleneck (8 on ViT-B/16 in the benchmark).
         blocks (sequence of int, optional): global block indices; all when ``None``.
+        dropout (float): dropout after the activation (0.1 in the Mona repository). Defaults
+            to 0.
+        attn_residual (bool): add the second adapter after the attention residual. Defaults to
+            False.
 
-    ViT-B/16, d=8: 12 x (768 x 8 + 8 + 8 x 768 + 768) = 156,768 parameters.
+    ViT-B/16, d=8: 12 x (768 x 8 + 8 + 8 x 768 + 768) = 156,768 parameters; Swin-B, d=64 with
+    ``attn_residual``: 3,107,328.
     """
     placement = 'bottleneck after the MLP, inside its residual branch, before drop-path'
     paper = 'Houlsby et al., Parameter-Efficient Transfer Learning for NLP, ICML 2019'
 
-    def __init__(self, bottleneck: int = 8, blocks: Optional[Sequence[int]] = None):
+    def __init__(self, bottleneck: int = 8, blocks: Optional[Sequence[int]] = None,
+                 dropout: float = 0.0, attn_residual: bool = False):
         super().__init__()
         self.bottleneck = bottleneck
+        self.dropout = dropout
+        self.attn_residual = attn_residual
         self.blocks = blocks
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'Adapter blocks'):
-            adapter = Bottleneck(block.dims, self.bottleneck)
-            block.module.add_module('adapter', adapter.to(block.norm2.weight.device))
+            device = block.norm2.weight.device
+            adapter = Bottleneck(block.dims, self.bottleneck, self.dropout).to(device)
+            block.module.add_module('adapter', adapter)
             block.mlp.register_forward_hook(
                 lambda module, args, out, adapter=adapter: out + adapter(out))
+            if self.attn_residual:
+                first = Bottleneck(block.dims, self.bottleneck, self.dropout).to(device)
+                block.module.add_module('adapter_attn', first)
+                spec.on_attention_residual(block, lambda h, layout, first=first: h + first(h))

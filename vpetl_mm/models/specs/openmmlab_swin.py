@@ -1,4 +1,6 @@
 """Spec for the OpenMMLab ``SwinTransformer`` of mmpretrain, mmseg and mmdet (one layout)."""
+from mmengine.logging import print_log
+
 from vpetl_mm.registry import BACKBONE_SPECS
 
 from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_heads_transform,
@@ -87,3 +89,26 @@ class OpenMMLabSwinSpec(BackboneSpec):
 
     def _layout(self, block, tokens, args):
         return TokenLayout(0, tuple(args[1]))
+
+    def adapt_state_dict(self, state_dict):
+        """Output norms ``norm{i}`` (one per ``out_indices`` entry) that the checkpoint lacks
+        keep the backbone's own LayerNorm initialisation (weight 1, bias 0).
+
+        A classification checkpoint holds at most the last one (the release's final ``norm``,
+        ``norm3`` once converted); a dense Swin (mmseg / mmdet, ``out_indices=(0, 1, 2, 3)``)
+        has four, and those toolboxes, loading such a checkpoint non-strictly, leave the others
+        at that initialisation (as the Mona repository does). Without this the strict load of
+        ``PEFTBackbone`` would refuse every classification checkpoint for a dense Swin.
+        """
+        own = self.backbone.state_dict()
+        kept = []
+        for i in getattr(self.backbone, 'out_indices', ()):
+            keys = [k for k in own if k.startswith(f'norm{i}.')]
+            if keys and not any(k in state_dict for k in keys):
+                state_dict.update({k: own[k] for k in keys})
+                kept.append(f'norm{i}')
+        if kept:
+            print_log(f'pretrained checkpoint has no output norm {", ".join(kept)}: kept at the '
+                      'LayerNorm initialisation (weight 1, bias 0), as mmseg / mmdet leave them',
+                      logger='current')
+        return state_dict
