@@ -57,6 +57,21 @@ def main():
         gc.collect()
 
 
+def run_sweep(repo, tool, runs):
+    """Run ``tool`` on ``runs`` (``{name: argv}``) in one process in the folder ``repo``; the
+    reports by name. Fails naming every run that failed, with its traceback."""
+    from tests.test_tools.test_first_run import run
+    runs_file = repo / f'{osp.basename(tool)}_runs.json'
+    runs_file.write_text(json.dumps([dict(name=k, argv=v) for k, v in runs.items()]))
+    out = run([sys.executable, osp.abspath(__file__), tool, str(runs_file)], cwd=repo,
+              timeout=3600)
+    reports = parse_reports(out)
+    assert sorted(reports) == sorted(runs), out[-3000:]
+    failed = {k: r['error'] for k, r in reports.items() if not r['ok']}
+    assert not failed, '\n\n'.join(f'{k}:\n{e}' for k, e in failed.items())
+    return reports
+
+
 def parse_reports(output):
     """The ``SWEEP-RESULT`` reports in a sweep's output, by name."""
     reports = {}

@@ -40,7 +40,9 @@ FORMULA_TESTS = {
     'ARC': [f'{REPARAM}::test_arc_init_and_trainable', f'{REPARAM}::test_arc_formula'],
     'ARC_att': [f'{REPARAM}::test_arc_att_formula_init_and_trainable'],
     'Adapter': [f'{ADAPTERS}::test_adapter_init', f'{ADAPTERS}::test_adapter_formula',
-                f'{ADAPTERS}::test_adapter_defaults_blocks_and_errors'],
+                f'{ADAPTERS}::test_adapter_defaults_blocks_and_errors',
+                'tests/test_models/test_adapter_attn_residual.py'
+                '::test_adapter_attn_residual_formula'],
     'AdaptFormer': [f'{ADAPTERS}::test_adaptformer_init',
                     f'{ADAPTERS}::test_adaptformer_formula',
                     f'{ADAPTERS}::test_adaptformer_blocks_and_errors'],

@@ -11,9 +11,7 @@ CPU.
 The tools run through tests/_tool_sweep.py: one process calls each tool's main(argv) once per
 config, as its command line does."""
 import glob
-import json
 import os
-import sys
 
 import pytest
 import torch
@@ -24,7 +22,7 @@ from mmengine.registry import init_default_scope  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401  (registers the plugin for in-process builds)
 from tests._dense_data import write_ade20k, write_coco, write_voc  # noqa: E402
-from tests._tool_sweep import parse_reports  # noqa: E402
+from tests._tool_sweep import run_sweep  # noqa: E402
 from tests.test_tools.test_first_run import ROOT, repo_layout, run  # noqa: E402
 
 pytestmark = pytest.mark.sweep
@@ -158,22 +156,9 @@ def dense_repo(tmp_path_factory):
     return work
 
 
-def sweep(repo, tool, runs):
-    """Run ``tool`` on ``runs`` ({name: argv}) in one process; the reports by name."""
-    runs_file = repo / f'{os.path.basename(tool)}_runs.json'
-    runs_file.write_text(json.dumps([dict(name=k, argv=v) for k, v in runs.items()]))
-    out = run([sys.executable, os.path.join(ROOT, 'tests', '_tool_sweep.py'), tool,
-               str(runs_file)], cwd=repo, timeout=3600)
-    reports = parse_reports(out)
-    assert sorted(reports) == sorted(runs), out[-3000:]
-    failed = {k: r['error'] for k, r in reports.items() if not r['ok']}
-    assert not failed, '\n\n'.join(f'{k}:\n{e}' for k, e in failed.items())
-    return reports
-
-
 def test_every_dense_config_trains_and_tests(dense_repo):
     assert len(CONFIGS) == 45, CONFIGS  # 11 methods x 3 Swin recipes + 6 x 2 ViT recipes
-    trained = sweep(dense_repo, 'tools/train.py',
+    trained = run_sweep(dense_repo, 'tools/train.py',
                     {c: [c, '--cfg-options', *options(c)] for c in CONFIGS})
     tests = {}
     for config in CONFIGS:
@@ -184,7 +169,7 @@ def test_every_dense_config_trains_and_tests(dense_repo):
         assert keys and not any(k.startswith('data_preprocessor') for k in keys), config
         tests[config] = [config, str(checkpoint(dense_repo, config)), '--cfg-options',
                          *options(config)]
-    tested = sweep(dense_repo, 'tools/test.py', tests)
+    tested = run_sweep(dense_repo, 'tools/test.py', tests)
     for config in CONFIGS:
         key = METRIC[task(config)]
         val, test = trained[config]['metrics'], tested[config]['metrics']

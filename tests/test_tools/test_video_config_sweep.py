@@ -9,17 +9,15 @@ one clip), and runs its own 4-clip x 3-crop test otherwise (MMAction2's Video Sw
 The tools run through tests/_tool_sweep.py: one process calls each tool's main(argv) once per
 config, as its command line does (the per-config interpreter start and toolbox imports would
 cost more than the runs themselves; test_video_tools.py runs the tools as separate commands)."""
-import json
 import os
-import sys
 
 import pytest
 import torch
 
 pytest.importorskip('mmaction')
 pytest.importorskip('decord')
-from tests._tool_sweep import parse_reports  # noqa: E402
-from tests.test_tools.test_first_run import ROOT, repo_layout, run  # noqa: E402
+from tests._tool_sweep import run_sweep  # noqa: E402
+from tests.test_tools.test_first_run import ROOT, repo_layout  # noqa: E402
 from tests.test_tools.test_video_tools import (inner_backbone, shrink_options,  # noqa: E402
                                                write_list, write_pretrained)
 
@@ -65,22 +63,9 @@ def video_repo(tmp_path_factory):
     return work
 
 
-def sweep(repo, tool, runs):
-    """Run ``tool`` on ``runs`` ({name: argv}) in one process; the reports by name."""
-    runs_file = repo / f'{os.path.basename(tool)}_runs.json'
-    runs_file.write_text(json.dumps([dict(name=k, argv=v) for k, v in runs.items()]))
-    out = run([sys.executable, os.path.join(ROOT, 'tests', '_tool_sweep.py'), tool,
-               str(runs_file)], cwd=repo, timeout=3600)
-    reports = parse_reports(out)
-    assert sorted(reports) == sorted(runs), out[-3000:]
-    failed = {k: r['error'] for k, r in reports.items() if not r['ok']}
-    assert not failed, '\n\n'.join(f'{k}:\n{e}' for k, e in failed.items())
-    return reports
-
-
 def test_every_video_config_trains_and_tests(video_repo):
     assert len(CONFIGS) == 77
-    trained = sweep(video_repo, 'tools/train.py',
+    trained = run_sweep(video_repo, 'tools/train.py',
                     {c: [f'configs/video/{c}.py', '--cfg-options', *options(c)]
                      for c in CONFIGS})
     backbone_keys_of = {b: set(torch.load(video_repo / 'pretrained' / name,
@@ -106,7 +91,7 @@ def test_every_video_config_trains_and_tests(video_repo):
         if recipe(config) == 'vpetl':
             argv.append('test_dataloader.dataset.pipeline.1.num_clips=1')
         tests[config] = argv
-    tested = sweep(video_repo, 'tools/test.py', tests)
+    tested = run_sweep(video_repo, 'tools/test.py', tests)
     for config in CONFIGS:
         val, test = trained[config]['metrics'], tested[config]['metrics']
         assert 0 <= val['acc/top1'] <= 1 and 0 <= test['acc/top1'] <= 1, (config, val, test)

@@ -9,9 +9,6 @@ the method (and, on ADE20K, what the authors' run of that method changed). The t
 data; ``--check`` exits 1 when a committed config differs from what they produce (the test suite
 runs it).
 """
-import argparse
-import glob
-import os
 import os.path as osp
 import sys
 import textwrap
@@ -20,6 +17,7 @@ from typing import Dict, NamedTuple, Tuple
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 OUT = osp.join(ROOT, 'configs', 'dense')
 sys.path.insert(0, ROOT)
+from tools.misc.config_tables import sync_configs  # noqa: E402
 from vpetl_mm.engine.runtime import PEFT_HOOKS  # noqa: E402
 
 
@@ -238,29 +236,7 @@ def all_configs() -> Dict[str, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--check', action='store_true',
-                        help='exit 1 if a committed config differs from the tables')
-    args = parser.parse_args(argv)
-    configs = all_configs()
-    committed = {osp.basename(p) for p in glob.glob(osp.join(OUT, '*.py'))}
-    stale = sorted(n for n, text in configs.items()
-                   if not osp.isfile(osp.join(OUT, n)) or open(osp.join(OUT, n)).read() != text)
-    extra = sorted(committed - set(configs))
-    if args.check:
-        for name in stale:
-            print(f'configs/dense/{name} differs from the tables (or is missing)')
-        for name in extra:
-            print(f'configs/dense/{name} is not produced by the tables')
-        return 1 if stale or extra else 0
-    os.makedirs(OUT, exist_ok=True)
-    for name in stale:
-        with open(osp.join(OUT, name), 'w') as f:
-            f.write(configs[name])
-    for name in extra:
-        os.remove(osp.join(OUT, name))
-    print(f'configs/dense: {len(stale)} written, {len(extra)} removed, {len(configs)} in all')
-    return 0
+    return sync_configs(all_configs(), OUT, __doc__.split('\n')[0], argv)
 
 
 if __name__ == '__main__':
