@@ -947,8 +947,11 @@ def check_benchmark_train(block, ctx):
     argv = one(by_head(block, f'python {script}'), f'python {script}')
     methods = parses(script, argv[2:]).methods
     for span in inline_spans(section(readme_text(), 'Benchmarks')):
-        if span.startswith('--methods'):
-            parses(script, shlex.split(span))
+        if span.startswith(('--methods', '--dense')):  # a table's options, quoted inline
+            args = parses(script, shlex.split(span))
+            missing = [m for m in args.methods if args.dense and not osp.isfile(
+                tool(script).dense_config(args.dense, m))]
+            assert not missing, f'{span}: no configs/dense config for {missing}'
     out = run(argv + ['--batch-size', '2', '--steps', '1', '--img-size', '32',
                       '--arch', 'deit-tiny'], cwd=checkout(ctx.tmp_path))
     for method in methods:

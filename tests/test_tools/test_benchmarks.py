@@ -38,3 +38,55 @@ def test_benchmark_train_video_backbone(capsys):
             if line.startswith(('dtl', 'lora'))}
     assert int(rows['lora'][1].replace(',', '')) == 12 * 2 * 2 * 8 * 192 + 100 * 193
     assert int(rows['dtl'][1].replace(',', '')) == 12 * 2 * 2 * 192 + 100 * 193
+
+
+def test_benchmark_train_dense(capsys):
+    """--dense det: the dense table's methods as their configs/dense configs set them, on the
+    whole RetinaNet of a 16-wide Swin (2 blocks per stage: Partial-1 tunes stages.3.blocks.1):
+    a row per method with numeric memory and time, the backbone's tuned parameters by method
+    (E3VA's highway and LN-tune's norms below Full's whole Swin), and a method without a config
+    listed by name while the others still run."""
+    benchmark_train.main(['--dense', 'det', '--methods', 'e3va', 'partial-1', 'nope', 'full',
+                          '--embed-dims', '16', '--depths', '2', '2', '2', '2',
+                          '--head-channels', '16', '--img-size', '64', '--batch-size', '1',
+                          '--steps', '1', '--device', 'cpu'])
+    out = capsys.readouterr().out
+    assert 'RetinaNet + FPN on Swin (embed 16, depths 2-2-2-2, heads 1-1-2-4)' in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.startswith(('e3va', 'partial-1', 'full', 'nope'))}
+    for method in ('e3va', 'partial-1', 'full'):
+        trainable, tuned, mib, mib_ratio, seconds, s_ratio = rows[method][1:]
+        assert int(tuned.replace(',', '')) < int(trainable.replace(',', ''))
+        assert float(mib) >= 0 and float(seconds) > 0 and float(mib_ratio) >= 0
+    assert rows['full'][4] == rows['full'][6] == '1.00'
+    tuned = {m: int(rows[m][2].replace(',', '')) for m in ('e3va', 'partial-1', 'full')}
+    assert 0 < tuned['e3va'] < tuned['full'] and 0 < tuned['partial-1'] < tuned['full']
+    assert rows['nope'][1:3] == ['failed:', 'unknown']
+    assert 'retinanet_swin-l-p4-w7_nope_fpn_1x_voc0712.py' in out
+
+
+def test_dense_swin_sizes():
+    """The shrunk Swin keeps the config's head width (32 on Swin-L) unless --num-heads is given,
+    and the segmentor's heads read its stage widths."""
+    args = benchmark_train.parse_args(['--dense', 'seg', '--embed-dims', '64', '--depths', '2',
+                                       '2', '6', '2', '--head-channels', '32', '--img-size',
+                                       '96'])
+    model = benchmark_train.dense_model_cfg('lora', args)
+    swin = model.backbone.backbone
+    assert (swin.embed_dims, swin.depths, swin.num_heads) == (64, [2, 2, 6, 2], [2, 4, 8, 16])
+    assert model.decode_head.in_channels == [64, 128, 256, 512]
+    assert model.auxiliary_head.in_channels == 256
+    assert (model.decode_head.channels, model.auxiliary_head.channels) == (32, 16)
+    assert model.data_preprocessor.size == (96, 96) and model.backbone.pretrained is None
+    assert model.backbone.method.type == 'LoRA'
+    args.num_heads = [1, 1, 1, 1]
+    assert benchmark_train.dense_model_cfg('lora', args).backbone.backbone.num_heads == [1] * 4
+    full = benchmark_train.dense_model_cfg('full', args)  # SyncBN heads in the config: BN here
+    assert full.decode_head.norm_cfg.type == full.auxiliary_head.norm_cfg.type == 'BN'
+
+
+def test_vit_mode_keeps_method_choices():
+    with pytest.raises(SystemExit):
+        benchmark_train.parse_args(['--methods', 'e3va'])
+    assert benchmark_train.parse_args([]).methods == ['dtl', 'lora', 'full']
+    assert benchmark_train.parse_args(['--dense', 'seg']).methods[-1] == 'full'

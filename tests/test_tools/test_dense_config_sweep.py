@@ -30,7 +30,7 @@ pytestmark = pytest.mark.sweep
 CONFIGS = sorted(os.path.relpath(p, ROOT) for p in
                  glob.glob(os.path.join(ROOT, 'configs', 'dense', '*.py')) +
                  glob.glob(os.path.join(ROOT, 'configs', 'dense', 'vit', '*.py')))
-SWIN = dict(embed_dims=16, num_heads=[1, 2, 2, 4])  # the depths stay: [2, 2, 18, 2]
+SWIN = dict(embed_dims=16, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4])
 SWIN_CHANNELS = [16, 32, 64, 128]
 VIT = dict(embed_dims=32, num_heads=2, img_size=(32, 32))  # 12 layers stay
 #: the validation metric each task's evaluator logs
