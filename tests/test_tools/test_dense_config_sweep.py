@@ -178,16 +178,16 @@ def test_every_dense_config_trains_and_tests(dense_repo):
 
 
 def test_dist_train_dense_config(dense_repo):
-    """tools/dist_train.sh CONFIG 2 on the CPU (gloo): UperNet's SyncBN heads train as
-    per-process BatchNorm; both processes finish and the checkpoint holds LoRA's moved
-    weights."""
-    config = 'configs/dense/upernet_swin-l-p4-w7_lora_8xb2-160k_ade20k-512x512.py'
-    opts = options(config)[:-1] + ['work_dir=work_dirs/dist_lora']
+    """tools/dist_train.sh CONFIG 2 on the CPU (gloo): Mona's UperNet keeps mmseg's SyncBN
+    heads, which train as per-process BatchNorm; both processes finish, validate, and the
+    checkpoint holds Mona's moved scales (initialised to 1e-6)."""
+    config = 'configs/dense/upernet_swin-l-p4-w7_mona_8xb2-160k_ade20k-512x512.py'
+    opts = options(config)[:-1] + ['work_dir=work_dirs/dist_mona']
     out = run(['bash', 'tools/dist_train.sh', config, '2', '--cfg-options', *opts],
               cwd=dense_repo)
     assert 'SyncBatchNorm runs on GPUs only' in out
-    state = torch.load(dense_repo / 'work_dirs' / 'dist_lora' / 'iter_2.pth',
+    state = torch.load(dense_repo / 'work_dirs' / 'dist_mona' / 'iter_2.pth',
                        map_location='cpu', weights_only=True)['state_dict']
-    ups = [v for k, v in state.items() if '.lora_' in k and k.endswith('.up')]
-    assert ups and any(v.abs().sum() > 0 for v in ups)  # LoRA's up starts at zero
+    scales = [v for k, v in state.items() if 'mona' in k and k.endswith('.gamma')]
+    assert scales and any(not torch.allclose(v, torch.full_like(v, 1e-6)) for v in scales)
     assert 'mIoU' in out
