@@ -18,12 +18,12 @@ import torch
 
 pytest.importorskip('mmdet')
 pytest.importorskip('mmseg')
-from mmengine.registry import init_default_scope  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401  (registers the plugin for in-process builds)
 from tests._dense_data import write_ade20k, write_coco, write_voc  # noqa: E402
 from tests._tool_sweep import run_sweep  # noqa: E402
 from tests.test_tools.test_first_run import ROOT, repo_layout, run  # noqa: E402
+from tests.test_tools.test_toolbox_train import write_pretrained  # noqa: E402
 
 pytestmark = pytest.mark.sweep
 
@@ -125,15 +125,6 @@ def checkpoint(repo, config):
     return repo / 'work_dirs' / name / ('iter_2.pth' if task(config) == 'ade' else 'epoch_1.pth')
 
 
-def write_backbone(path, scope, backbone):
-    """A 'pretrained' file of the shrunk inner ``backbone`` config (a plain state dict)."""
-    from mmengine.registry import MODELS
-    init_default_scope(scope)
-    torch.manual_seed(0)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save({'state_dict': MODELS.build(backbone).state_dict()}, path)
-
-
 @pytest.fixture(scope='module')
 def dense_repo(tmp_path_factory):
     """The repository layout with small COCO, VOC 07+12 and ADE20K folders where the zoo's
@@ -151,7 +142,8 @@ def dense_repo(tmp_path_factory):
             continue
         inner = cfg.model.backbone.backbone.to_dict()
         inner.update(VIT if is_vit(config) else SWIN)
-        write_backbone(str(work / path), cfg.default_scope, inner)
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        write_pretrained(cfg.default_scope, inner, work / path)
         written.add(path)
     return work
 

@@ -18,7 +18,6 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 OUT = osp.join(ROOT, 'configs', 'dense')
 sys.path.insert(0, ROOT)
 from tools.misc.config_tables import sync_configs  # noqa: E402
-from vpetl_mm.engine.runtime import PEFT_HOOKS  # noqa: E402
 
 
 class Recipe(NamedTuple):
@@ -153,11 +152,6 @@ METHODS: Dict[str, Method] = {
              '3,667,456 on Swin-B and 5,267,712 on Swin-L, as here.'),
 }
 
-# the hooks every vpetl_mm run needs (the ones tools/train.py adds where a config lacks them)
-HOOKS = ('custom_hooks = [\n' + ''.join(f"    dict(type='{hook}'),\n" for hook, _ in PEFT_HOOKS)
-         + ']\n')
-
-
 def config_name(recipe: str, method: str) -> str:
     return RECIPES[recipe].name.format(method=method)
 
@@ -223,10 +217,7 @@ def render(recipe: str, method: str) -> str:
     """The text of one config."""
     return (header(recipe, method)
             + f"_base_ = ['../_base_/dense/{RECIPES[recipe].base}.py']\n"
-            + "custom_imports = dict(imports=['vpetl_mm'], allow_failed_imports=False)\n"
-            + model_source(recipe, method)
-            + "default_hooks = dict(checkpoint=dict(backend_args=dict(backend='vpetl_atomic')))\n"
-            + HOOKS)
+            + model_source(recipe, method))
 
 
 def all_configs() -> Dict[str, str]:

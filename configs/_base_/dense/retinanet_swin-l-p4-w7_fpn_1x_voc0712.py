@@ -46,3 +46,12 @@ optim_wrapper = dict(
         'norm': dict(decay_mult=0.),
     }))
 auto_scale_lr = dict(enable=False, base_batch_size=2)
+# the hooks every vpetl_mm run needs, checkpoints written atomically
+custom_imports = dict(imports=['vpetl_mm'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(backend_args=dict(backend='vpetl_atomic')))
+custom_hooks = [
+    dict(type='vpetl_mm.PEFTSelectionHook'),
+    dict(type='vpetl_mm.DyTHook'),
+    dict(type='vpetl_mm.PEFTSummaryHook'),
+    dict(type='vpetl_mm.TrainableCheckpointHook'),
+]

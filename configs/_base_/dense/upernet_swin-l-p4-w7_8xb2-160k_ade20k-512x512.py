@@ -28,3 +28,12 @@ model = dict(
                       init_cfg=None),
         pretrained='pretrained/swin-l_in22k.pth',
         method=dict()))  # set by each configs/dense config
+# the hooks every vpetl_mm run needs, checkpoints written atomically
+custom_imports = dict(imports=['vpetl_mm'], allow_failed_imports=False)
+default_hooks = dict(checkpoint=dict(backend_args=dict(backend='vpetl_atomic')))
+custom_hooks = [
+    dict(type='vpetl_mm.PEFTSelectionHook'),
+    dict(type='vpetl_mm.DyTHook'),
+    dict(type='vpetl_mm.PEFTSummaryHook'),
+    dict(type='vpetl_mm.TrainableCheckpointHook'),
+]
