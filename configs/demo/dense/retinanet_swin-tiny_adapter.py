@@ -1,0 +1,2 @@
+_base_ = ['./retinanet_swin-tiny_base.py']
+model = dict(backbone=dict(method=dict(type='Adapter', bottleneck=8, attn_residual=True)))

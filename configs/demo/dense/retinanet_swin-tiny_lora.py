@@ -1,0 +1,2 @@
+_base_ = ['./retinanet_swin-tiny_base.py']
+model = dict(backbone=dict(method=dict(type='LoRA', rank=8, alpha=8, targets=('q', 'v'))))

@@ -1,0 +1,3 @@
+_base_ = ['./upernet_swin-tiny_base.py']
+model = dict(backbone=dict(method=dict(type='AdaptFormer', bottleneck=8, scale=1.0,
+                                       input_norm=False)))

@@ -1,0 +1,2 @@
+_base_ = ['./upernet_swin-tiny_base.py']
+model = dict(backbone=dict(method=dict(type='E3VA', branches=2, kernel=4, factor=2)))

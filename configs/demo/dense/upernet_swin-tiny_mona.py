@@ -1,0 +1,2 @@
+_base_ = ['./upernet_swin-tiny_base.py']
+model = dict(backbone=dict(method=dict(type='Mona', bottleneck=8, dropout=0.0)))

@@ -1,0 +1,2 @@
+_base_ = ['./upernet_vit-tiny_base.py']
+model = dict(backbone=dict(method=dict(type='Adapter', bottleneck=8)))
