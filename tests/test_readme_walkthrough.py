@@ -93,6 +93,9 @@ CHECKS = {
     'video-demo': ('bash', r'python tools/demo/video_demo\.py',
                    'every option it names is in the parser; the run itself: '
                    'tests/test_demo/test_video_demo.py (checked by name)'),
+    'dense-demo': ('bash', r'python tools/demo/dense_demo\.py',
+                   'every option it names is in the parser; the run itself: '
+                   'tests/test_demo/test_dense_demo.py (checked by name)'),
     'benchmark-train': ('bash', r'python tools/analysis_tools/benchmark_train\.py ',
                         'run with --batch-size 2 --steps 1 --img-size 32 --arch deit-tiny'),
     'benchmark-dyt': ('bash', r'python tools/analysis_tools/benchmark_dyt\.py ',
@@ -900,9 +903,9 @@ def check_dense_tools(block, ctx):
         dense.test_dist_train_dense_config)
 
 
-def check_video_demo(block, ctx):
-    from tests.test_demo import test_video_demo
-    script = 'tools/demo/video_demo.py'
+def _check_demo_commands(block, script, test_module, call):
+    """Every ``python <script>`` line of ``block`` parses with the script's own parser, and
+    ``test_module`` still runs the demo (its source holds ``call``)."""
     found = by_head(block, f'python {script}')
     options = set(parser_of(script)._option_string_actions)
     for argv, _ in found[f'python {script}']:
@@ -912,8 +915,18 @@ def check_video_demo(block, ctx):
             parser_of(script).parse_args(argv[2:])
         except SystemExit:
             pytest.fail(f'{script} does not accept the README arguments {argv[2:]}')
-    assert 'video_demo.main(' in inspect.getsource(test_video_demo), \
-        'tests/test_demo/test_video_demo.py no longer runs the demo'
+    assert call in inspect.getsource(test_module), \
+        f'{test_module.__name__} no longer runs the demo'
+
+
+def check_video_demo(block, ctx):
+    from tests.test_demo import test_video_demo
+    _check_demo_commands(block, 'tools/demo/video_demo.py', test_video_demo, 'video_demo.main(')
+
+
+def check_dense_demo(block, ctx):
+    from tests.test_demo import test_dense_demo
+    _check_demo_commands(block, 'tools/demo/dense_demo.py', test_dense_demo, 'dense_demo.main(')
 
 
 def check_video_csv_list(block, ctx):
