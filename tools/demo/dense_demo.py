@@ -6,8 +6,9 @@
 1. Pastes scikit-learn's bundled handwritten digits (no download), upscaled to 14-26 px, at
    random places on noisy canvases of 64-80 px (1-3 digits each) and writes every scene twice:
    a COCO folder (boxes + masks) and an ADE20K-layout folder (label PNGs: background + the
-   digit classes; each digit's region is the box its strokes span), for two tasks: ``source`` = digits 0-4, ``target`` = digits 5-9 (new
-   classes) rotated by 90 degrees on colour-inverted scenes (tools/demo/dense_data.py).
+   digit classes; each digit's region is the box its strokes span), for two tasks:
+   ``source`` = digits 0-4, ``target`` = digits 5-9 (new classes) rotated by 90 degrees on
+   colour-inverted scenes (tools/demo/dense_data.py).
 2. Pre-trains each backbone (a tiny Swin, mmseg's SwinTransformer; a tiny plain ViT, mmseg's
    VisionTransformer) from scratch as the backbone of a UperNet segmenting the source digits
    (``configs/demo/dense/upernet_<backbone>_source.py``) and keeps it as the "pretrained"
