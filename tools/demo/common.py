@@ -1,6 +1,7 @@
-"""What the image and the video digits demos share: one config trained and tested through the
-mmengine Runner with the demos' seed, the source backbone kept under a fingerprint of the
-settings it was made with, the JSON files, the fixed thread count and the environment record."""
+"""What the digits demos share: the video and dense demos' common command-line options and their
+checks, one config trained and tested through the mmengine Runner with the demos' seed, the
+source backbone kept under a fingerprint of the settings it was made with, the JSON files, the
+fixed thread count and the environment record."""
 import contextlib
 import importlib
 import io
@@ -16,6 +17,46 @@ from vpetl_mm.compat.fileio import atomic_write_bytes
 from vpetl_mm.engine.trainable import trainable_elements
 
 SEED = 42
+
+
+def add_run_options(parser, work_dir, data_root, default_threads, rendered):
+    """Add the options of a demo that pre-trains source backbones: ``--work-dir`` /
+    ``--data-root`` (defaults ``work_dir`` / ``data_root``), the schedule overrides, ``--threads``,
+    ``--fresh`` (re-renders the ``rendered`` data) and ``--verbose``."""
+    parser.add_argument('--work-dir', default=work_dir)
+    parser.add_argument('--data-root', default=data_root)
+    parser.add_argument('--epochs', type=int, help='override the adaptation epochs')
+    parser.add_argument('--source-epochs', type=int, help='override the source pre-training epochs')
+    parser.add_argument('--threads', type=int, default=default_threads,
+                        help=f'CPU threads (fixed: it changes the figures; default '
+                        f'{default_threads})')
+    parser.add_argument('--fresh', action='store_true',
+                        help=f're-render the {rendered} and re-train the source backbones')
+    parser.add_argument('--verbose', action='store_true', help='show the runner logs')
+
+
+def check_run_options(parser, args, counts=()):
+    """``parser.error`` unless ``--threads``, the schedule overrides and the ``counts`` options
+    (attribute names) that were given are at least 1."""
+    if args.threads < 1:
+        parser.error(f'--threads must be at least 1, got {args.threads}')
+    for opt in ('epochs', 'source_epochs') + tuple(counts):
+        value = getattr(args, opt)
+        if value is not None and value < 1:
+            parser.error(f'--{opt.replace("_", "-")} must be at least 1, got {value}')
+
+
+def selected_backbones(parser, args, backbones, default):
+    """The ``--backbones`` named (``default``, or all of ``backbones`` with ``--all``), in
+    order and once each; ``parser.error`` when ``--all`` meets ``--methods`` or a name is
+    unknown."""
+    if args.all and args.methods:
+        parser.error('--all and --methods exclude each other')
+    chosen = args.backbones or list(backbones if args.all else default)
+    unknown = [b for b in chosen if b not in backbones]
+    if unknown:
+        parser.error(f'unknown backbone {", ".join(unknown)}; valid names: {", ".join(backbones)}')
+    return list(dict.fromkeys(chosen))
 
 
 def read_json(path):

@@ -41,8 +41,9 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from tools.demo.common import (SEED, environment, fixed_threads, read_json,  # noqa: E402
-                               reused_source, save_source, train_and_test, write_json)
+from tools.demo.common import (SEED, add_run_options, check_run_options,  # noqa: E402
+                               environment, fixed_threads, read_json, reused_source,
+                               save_source, selected_backbones, train_and_test, write_json)
 from tools.demo.dense_data import SCENES, make_scenes  # noqa: E402
 
 #: task name -> (config prefix, toolbox, metric key, metric label, factor to percent)
@@ -94,19 +95,11 @@ def build_parser():
                         '(both with --all)')
     parser.add_argument('--all', action='store_true',
                         help='every method of each backbone on both tasks')
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'dense_demo'))
-    parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'dense_digits'))
-    parser.add_argument('--epochs', type=int, help='override the adaptation epochs')
-    parser.add_argument('--source-epochs', type=int, help='override the source pre-training epochs')
     parser.add_argument('--max-images', type=int,
                         help='cap every split (a quick smoke run; the default renders '
                         f'{SCENES["target"]["train"]} target training scenes)')
-    parser.add_argument('--threads', type=int, default=DEFAULT_THREADS,
-                        help=f'CPU threads (fixed: it changes the figures; default '
-                        f'{DEFAULT_THREADS})')
-    parser.add_argument('--fresh', action='store_true',
-                        help='re-render the scenes and re-train the source backbone')
-    parser.add_argument('--verbose', action='store_true', help='show the runner logs')
+    add_run_options(parser, osp.join(ROOT, 'work_dirs', 'dense_demo'),
+                    osp.join(ROOT, 'data', 'dense_digits'), DEFAULT_THREADS, 'scenes')
     return parser
 
 
@@ -126,21 +119,16 @@ def check_args(parser, args):
     """Resolve ``--all`` and check every method / task / backbone name and number before any
     work; ``parser.error`` lists the valid names. ``args.methods`` becomes ``{backbone: [method
     names]}``."""
-    if args.all and args.methods:
-        parser.error('--all and --methods exclude each other')
+    backbones = selected_backbones(parser, args, BACKBONES, DEFAULT_BACKBONES)
     tasks = args.tasks or list(DEFAULT_TASKS)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         parser.error(f'unknown task {", ".join(unknown)}; valid names: {", ".join(TASKS)}')
-    backbones = args.backbones or list(BACKBONES if args.all else DEFAULT_BACKBONES)
-    unknown = [b for b in backbones if b not in BACKBONES]
-    if unknown:
-        parser.error(f'unknown backbone {", ".join(unknown)}; valid names: {", ".join(BACKBONES)}')
     named = ['all'] if args.all else args.methods
     if named and 'all' in named and len(named) > 1:
         parser.error('--methods all takes no other names')
     methods = {}
-    for backbone in dict.fromkeys(backbones):
+    for backbone in backbones:
         if named == ['all']:
             chosen = list(ALL_METHODS[backbone])
         else:
@@ -149,12 +137,7 @@ def check_args(parser, args):
         methods[backbone] = chosen
     args.methods = methods
     args.tasks = list(dict.fromkeys(tasks))
-    if args.threads < 1:
-        parser.error(f'--threads must be at least 1, got {args.threads}')
-    for opt in ('epochs', 'source_epochs', 'max_images'):
-        value = getattr(args, opt)
-        if value is not None and value < 1:
-            parser.error(f'--{opt.replace("_", "-")} must be at least 1, got {value}')
+    check_run_options(parser, args, counts=('max_images', ))
     return args
 
 

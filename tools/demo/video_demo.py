@@ -38,8 +38,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from tools.demo.common import (SEED, environment, fixed_threads, read_json,  # noqa: E402
-                               reused_source, save_source, train_and_test, write_json)
+from tools.demo.common import (SEED, add_run_options, check_run_options,  # noqa: E402
+                               environment, fixed_threads, read_json, reused_source,
+                               save_source, selected_backbones, train_and_test, write_json)
 
 BACKBONES = ('vit-tiny', 'swin-tiny')
 DEFAULT_BACKBONES = ('vit-tiny', )
@@ -84,33 +85,20 @@ def build_parser():
                         '(--all: both)')
     parser.add_argument('--all', action='store_true',
                         help='every method on both backbones')
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'video_demo'))
-    parser.add_argument('--data-root', default=osp.join(ROOT, 'data', 'video_digits'))
-    parser.add_argument('--epochs', type=int, help='override the adaptation epochs')
-    parser.add_argument('--source-epochs', type=int, help='override the source pre-training epochs')
     parser.add_argument('--train-per-class', type=int,
                         help='target training clips per direction '
                         f'(default {CLIPS["target"]["train_per_class"]})')
     parser.add_argument('--max-clips', type=int,
                         help='cap every list (a quick smoke run; the default uses all digits)')
-    parser.add_argument('--threads', type=int, default=DEFAULT_THREADS,
-                        help=f'CPU threads (fixed: it changes the figures; default '
-                        f'{DEFAULT_THREADS})')
-    parser.add_argument('--fresh', action='store_true',
-                        help='re-render the clips and re-train the source backbones')
-    parser.add_argument('--verbose', action='store_true', help='show the runner logs')
+    add_run_options(parser, osp.join(ROOT, 'work_dirs', 'video_demo'),
+                    osp.join(ROOT, 'data', 'video_digits'), DEFAULT_THREADS, 'clips')
     return parser
 
 
 def check_args(parser, args):
     """Resolve ``--all`` and check every method / backbone name and number before any work;
     ``parser.error`` lists the valid names."""
-    if args.all and args.methods:
-        parser.error('--all and --methods exclude each other')
-    backbones = args.backbones or (list(BACKBONES) if args.all else list(DEFAULT_BACKBONES))
-    unknown = [b for b in backbones if b not in BACKBONES]
-    if unknown:
-        parser.error(f'unknown backbone {", ".join(unknown)}; valid names: {", ".join(BACKBONES)}')
+    backbones = selected_backbones(parser, args, BACKBONES, DEFAULT_BACKBONES)
     methods = ['all'] if args.all else (args.methods or list(DEFAULT_METHODS))
     if 'all' in methods and len(methods) > 1:
         parser.error('--methods all takes no other names')
@@ -128,13 +116,8 @@ def check_args(parser, args):
         methods = [m for m in ALL_METHODS if m in avail] + [m for m in avail
                                                            if m not in ALL_METHODS]
     args.methods = list(dict.fromkeys(methods))
-    args.backbones = list(dict.fromkeys(backbones))
-    if args.threads < 1:
-        parser.error(f'--threads must be at least 1, got {args.threads}')
-    for opt in ('epochs', 'source_epochs', 'train_per_class', 'max_clips'):
-        value = getattr(args, opt)
-        if value is not None and value < 1:
-            parser.error(f'--{opt.replace("_", "-")} must be at least 1, got {value}')
+    args.backbones = backbones
+    check_run_options(parser, args, counts=('train_per_class', 'max_clips'))
     return args
 
 
