@@ -6,10 +6,10 @@ import socket
 import torch
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from vpetl_mm.engine import trainable_state_dict
+from vpetl_mm.engine.hooks.utils import runner_model
 
 
 def free_port() -> int:
@@ -23,6 +23,6 @@ def free_port() -> int:
 class DumpTrainablePerRankHook(Hook):
 
     def after_run(self, runner):
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner_model(runner)
         torch.save(trainable_state_dict(model),
                    os.path.join(runner.work_dir, f'trainable_rank{get_rank()}.pth'))

@@ -8,7 +8,6 @@ resolving in the downstream toolbox. ``PEFT_METHODS`` holds the methods (``LoRA`
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
-from mmengine.registry import METRICS as MMENGINE_METRICS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
@@ -24,8 +23,6 @@ DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='vpetl_mm',
                     locations=['vpetl_mm.datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS,
                       scope='vpetl_mm', locations=['vpetl_mm.datasets'])
-METRICS = Registry('metric', parent=MMENGINE_METRICS, scope='vpetl_mm',
-                   locations=['vpetl_mm.evaluation'])
 
 PEFT_METHODS = Registry('peft method', scope='vpetl_mm',
                         locations=['vpetl_mm.peft'])

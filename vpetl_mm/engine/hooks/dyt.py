@@ -1,9 +1,10 @@
 """DyT's training hook: adds its rate loss and reports the measured activation rate."""
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from vpetl_mm.models import get_peft_state
 from vpetl_mm.registry import HOOKS
+
+from .utils import runner_model
 
 
 def dyt_methods(model):
@@ -73,7 +74,7 @@ class DyTHook(Hook):
     priority = 'NORMAL'
 
     def before_train(self, runner):
-        add_dyt_rate_loss(runner.model.module if is_model_wrapper(runner.model) else runner.model)
+        add_dyt_rate_loss(runner_model(runner))
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self._report(runner, 'train')
@@ -85,7 +86,7 @@ class DyTHook(Hook):
         self._report(runner, 'test', log=True)
 
     def _report(self, runner, mode, log=False):
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner_model(runner)
         for i, method in enumerate(dyt_methods(model)):
             rate = method.activation_rate()
             runner.message_hub.update_scalar(f'{mode}/dyt_rate{i or ""}', rate)

@@ -1,9 +1,10 @@
 """Fold mergeable PEFT methods into the frozen weights before testing."""
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from vpetl_mm.models import get_peft_state
 from vpetl_mm.registry import HOOKS
+
+from .utils import runner_model
 
 
 @HOOKS.register_module()
@@ -24,7 +25,7 @@ class MergeBeforeTestHook(Hook):
     def before_test(self, runner) -> None:
         if not self.enable:
             return
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner_model(runner)
         for state in get_peft_state(model):
             if state.mergeable:
                 names = list(state.methods)

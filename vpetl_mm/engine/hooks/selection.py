@@ -2,10 +2,11 @@
 from typing import Iterator, Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from vpetl_mm.models import get_peft_state
 from vpetl_mm.registry import HOOKS
+
+from .utils import runner_model
 
 
 @HOOKS.register_module()
@@ -37,7 +38,7 @@ class PEFTSelectionHook(Hook):
             yield model.data_preprocessor(data, False)
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner_model(runner)
         for state in get_peft_state(model):
             for name, method in state.methods.items():
                 if not method.needs_selection:

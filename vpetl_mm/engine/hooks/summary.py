@@ -1,10 +1,11 @@
 """Log trainable / total parameters at the start of training."""
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from vpetl_mm.engine.trainable import parameter_summary
 from vpetl_mm.models import get_peft_state
 from vpetl_mm.registry import HOOKS
+
+from .utils import runner_model
 
 
 def format_summary(model, depth: int = 1) -> str:
@@ -39,5 +40,5 @@ class PEFTSummaryHook(Hook):
         self.depth = depth
 
     def before_train(self, runner) -> None:
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner_model(runner)
         runner.logger.info('Trainable parameters:\n' + format_summary(model, self.depth))

@@ -1,14 +1,11 @@
 """Save only the weights that train; check them when loading."""
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
 from vpetl_mm.engine.trainable import check_peft_configs, trainable_state_dict
 from vpetl_mm.models import get_peft_state
 from vpetl_mm.registry import HOOKS
 
-
-def _unwrap(model):
-    return model.module if is_model_wrapper(model) else model
+from .utils import runner_model
 
 
 @HOOKS.register_module()
@@ -24,7 +21,7 @@ class TrainableCheckpointHook(Hook):
     priority = 'NORMAL'
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = _unwrap(runner.model)
+        model = runner_model(runner)
         full = checkpoint['state_dict']
         checkpoint['state_dict'] = trainable_state_dict(model, full)
         checkpoint.setdefault('meta', {})['peft'] = [s.method_cfgs for s in get_peft_state(model)]
@@ -41,7 +38,7 @@ class TrainableCheckpointHook(Hook):
         saved = checkpoint.get('meta', {}).get('peft')
         if saved is None:
             return
-        model = _unwrap(runner.model)
+        model = runner_model(runner)
         current = [s.method_cfgs for s in get_peft_state(model)]
         check_peft_configs(saved, current)
         state_dict = checkpoint['state_dict']
