@@ -31,6 +31,24 @@ def test_all_configs_exist():
     assert len(CONFIGS) == len(METHOD_TYPES) * 19
 
 
+def test_committed_configs_are_what_the_tables_produce(tmp_path, capsys):
+    """configs/vtab is exactly the generator's output, and ``--check`` names a drifted file."""
+    assert GEN.main(['--check']) == 0, \
+        'configs/vtab is stale: run python tools/misc/gen_vtab_configs.py'
+    configs = GEN.all_configs()
+    assert len(configs) == 19 * (len(GEN.METHODS) + len(GEN.SWIN_METHODS))
+    for name, text in list(configs.items())[:2]:
+        (tmp_path / name).write_text(text)
+    first = next(iter(configs))
+    (tmp_path / first).write_text(configs[first].replace('lr=', 'lr=10 * '))
+    (tmp_path / 'vit-b_hand-written_dtd.py').write_text('_base_ = []\n')
+    from tools.misc.config_tables import sync_configs
+    assert sync_configs(configs, str(tmp_path), 'check', ['--check']) == 1
+    printed = capsys.readouterr().out
+    assert f'{first} differs from the tables' in printed
+    assert 'vit-b_hand-written_dtd.py is not produced by the tables' in printed
+
+
 def load(method, dataset):
     return Config.fromfile(osp.join(ROOT, 'configs', 'vtab', f'vit-b_{method}_{dataset}.py'))
 

@@ -1,15 +1,17 @@
 """Write configs/vtab/vit-b_{method}_{dataset}.py for the 19 VTAB-1K datasets.
 
-    python tools/misc/gen_vtab_configs.py
+    python tools/misc/gen_vtab_configs.py [--check]
 
 The per-dataset hyperparameters below are the published ones; each table names its source. The
-generated files are committed; re-run this after editing a table.
+generated files are committed; re-run this after editing a table. ``--check`` exits 1 when a
+committed config differs from what the tables produce (the test suite runs it).
 """
 import os.path as osp
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from tools.misc.config_tables import sync_configs  # noqa: E402
 from vpetl_mm.datasets.vtab import VTAB_DATASETS  # noqa: E402
 OUT = osp.join(ROOT, 'configs', 'vtab')
 
@@ -502,20 +504,17 @@ optim_wrapper = dict(optimizer=dict(lr={lr}))
 SWIN_METHODS = ('dtl', 'dtl+')
 
 
-def main():
-    import os
-    os.makedirs(OUT, exist_ok=True)
-    for method in METHODS:
-        for dataset in DATASETS:
-            with open(osp.join(OUT, f'vit-b_{method}_{dataset}.py'), 'w') as f:
-                f.write(render(method, dataset))
-    for method in SWIN_METHODS:
-        for dataset in DATASETS:
-            with open(osp.join(OUT, f'swin-b_{method}_{dataset}.py'), 'w') as f:
-                f.write(render_swin(method, dataset))
-    total = (len(METHODS) + len(SWIN_METHODS)) * len(DATASETS)
-    print(f'wrote {total} configs to {OUT}')
+def all_configs():
+    """File name -> text of every generated config: the ViT-B methods, then DTL's Swin-B ones."""
+    configs = {f'vit-b_{m}_{d}.py': render(m, d) for m in METHODS for d in DATASETS}
+    configs.update({f'swin-b_{m}_{d}.py': render_swin(m, d) for m in SWIN_METHODS
+                    for d in DATASETS})
+    return configs
+
+
+def main(argv=None) -> int:
+    return sync_configs(all_configs(), OUT, __doc__.split('\n')[0], argv)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
