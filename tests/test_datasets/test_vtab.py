@@ -72,6 +72,42 @@ def test_errors_name_file_and_line(vtab_root):
         VTAB1k(str(vtab_root), split='val200')
 
 
+def test_missing_images_reported_at_once_when_built(vtab_root):
+    (vtab_root / 'images' / 'test' / '000001.jpg').unlink()
+    (vtab_root / 'images' / 'test' / '000002.jpg').unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        VTAB1k(str(vtab_root), split='test', num_classes=3)
+    message = str(err.value)
+    assert '2 bad lines' in message
+    for line, name in ((2, '000001.jpg'), (3, '000002.jpg')):
+        assert (f"{vtab_root / 'test.txt'}:{line}: image "
+                f"{osp.join(str(vtab_root), 'images/test', name)} does not exist") in message
+    # very large folders on slow storage: the check can be turned off
+    assert len(VTAB1k(str(vtab_root), split='test', num_classes=3, check_files=False)) == 3
+
+
+def test_list_problems_before_a_run(vtab_root):
+    """The tools' pre-flight check reads the lists: config key, split, list file and line."""
+    from vpetl_mm.engine.data_paths import check_dataset_paths
+    init_default_scope('mmpretrain')
+    (vtab_root / 'images' / 'test' / '000002.jpg').unlink()
+    (vtab_root / 'val200.txt').write_text('images/val200/000001.jpg one\n')
+    dataset = dict(type='vpetl_mm.VTAB1k', data_root=str(vtab_root))
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(dataset, split='train800')),
+                      val_dataloader=dict(dataset=dict(dataset, split='val200')),
+                      test_dataloader=dict(dataset=dict(dataset, split='test'))))
+    with pytest.raises(FileNotFoundError) as err:
+        check_dataset_paths(cfg)
+    message = str(err.value)
+    assert (f"test_dataloader.dataset.split='test' {vtab_root / 'test.txt'}:3: image "
+            f"{vtab_root / 'images' / 'test' / '000002.jpg'} does not exist") in message
+    assert (f"val_dataloader.dataset.split='val200' {vtab_root / 'val200.txt'}:1: expected "
+            '"<image path> <label>"') in message
+    assert 'train_dataloader.dataset.split' not in message  # its list and images are there
+    cfg.check_dataset_files = False  # the lists are not read
+    check_dataset_paths(cfg)
+
+
 def test_benchmark_pipeline_through_registry(vtab_root):
     init_default_scope('mmpretrain')
     cfg = Config.fromfile(osp.join(ROOT, 'configs', '_base_', 'datasets', 'vtab.py'))

@@ -173,6 +173,26 @@ def test_missing_data_is_reported_with_the_config_key(tmp_path):
     assert expected in proc.stderr, proc.stderr[-3000:]
 
 
+def test_missing_test_image_stops_the_run_before_training(tmp_path):
+    """A test list naming an image that is not there fails at the start, naming list and line
+    (not with a bare FileNotFoundError in the first evaluation, after the training epochs):
+    VTAB-1K validates on the test split."""
+    work = repo_layout(tmp_path)
+    folder = work / 'data' / 'vtab-1k' / 'cifar'
+    write_vtab(folder)
+    (folder / 'images' / 'test' / '000003.jpg').unlink()
+    (folder / 'images' / 'test' / '000005.jpg').unlink()
+    proc = subprocess.run([sys.executable, 'tools/train.py', DTL_CFG, '--cfg-options',
+                           *SIZE_ONLY], cwd=work, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    test_list = folder / 'test.txt'
+    for line, name in ((4, '000003.jpg'), (6, '000005.jpg')):
+        expected = (f"val_dataloader.dataset.split='test' {test_list}:{line}: image "
+                    f"{folder / 'images' / 'test' / name} does not exist")
+        assert expected in proc.stderr, proc.stderr[-3000:]
+    assert not (work / 'work_dirs').exists() or not list((work / 'work_dirs').rglob('*.pth'))
+
+
 def test_command_line_options_come_before_loader_settings():
     """``--cfg-options ...num_workers=0`` turns persistent workers off for that loader."""
     from mmengine.config import Config

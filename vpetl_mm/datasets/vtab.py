@@ -1,9 +1,10 @@
 """VTAB-1K in the folder / list-file layout of the VPT, SSF and NOAH releases."""
 import os.path as osp
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from mmpretrain.datasets import BaseDataset
 
+from vpetl_mm.engine.video_lists import summarise
 from vpetl_mm.registry import DATASETS
 
 #: config-file name -> (folder name in the usual VTAB-1K release, number of classes)
@@ -31,6 +32,38 @@ VTAB_DATASETS = {
 SPLITS = ('train800', 'val200', 'train800val200', 'test')
 
 
+def read_list(list_file: str, data_root: str, num_classes: Optional[int] = None,
+              check_files: bool = True) -> Tuple[List[dict], List[str]]:
+    """Read a VTAB-1K list file: ``(samples, problems)``.
+
+    ``samples`` are ``dict(img_path, gt_label)`` with ``img_path`` joined to ``data_root``;
+    ``problems`` name ``<list_file>:<line>`` for every line that does not parse as
+    ``<image path> <label>``, every label outside ``[0, num_classes)`` and, with ``check_files``,
+    every image that does not exist.
+    """
+    samples, problems = [], []
+    with open(list_file) as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            where = f'{list_file}:{lineno}'
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
+                problems.append(f'{where}: expected "<image path> <label>", got {line!r}')
+                continue
+            label = int(parts[1])
+            if label < 0 or (num_classes is not None and label >= num_classes):
+                problems.append(f'{where}: label {label} is outside [0, {num_classes}) '
+                                f'(num_classes={num_classes})')
+                continue
+            path = osp.join(data_root, parts[0])
+            if check_files and not osp.isfile(path):
+                problems.append(f'{where}: image {path} does not exist')
+            samples.append(dict(img_path=path, gt_label=label))
+    return samples, problems
+
+
 @DATASETS.register_module()
 class VTAB1k(BaseDataset):
     """One VTAB-1K dataset folder::
@@ -48,15 +81,19 @@ class VTAB1k(BaseDataset):
         num_classes (int, optional): when given, every label must lie in ``[0, num_classes)``;
             class names default to ``'0' .. 'num_classes-1'``. When omitted it is the largest
             label plus one.
+        check_files (bool): check that every listed image exists when the dataset is built
+            (all missing ones are reported at once, with list file and line). Defaults to True;
+            turn it off for very large folders on slow storage.
         **kwargs: passed to :class:`mmpretrain.datasets.BaseDataset` (``pipeline``, ...).
     """
 
     def __init__(self, data_root: str, split: str = 'train800val200',
-                 num_classes: Optional[int] = None, **kwargs):
+                 num_classes: Optional[int] = None, check_files: bool = True, **kwargs):
         if split not in SPLITS:
             raise ValueError(f'VTAB1k split={split!r}; choose one of {SPLITS}')
         self.split = split
         self.num_classes = num_classes
+        self.check_files = check_files
         # like mmengine's own datasets: data_root is taken as written (relative to the working
         # directory when relative) and the list file is relative to it; BaseDataset joins them
         ann_file = f'{split}.txt'
@@ -77,23 +114,30 @@ class VTAB1k(BaseDataset):
         split = cfg.get('split', 'train800val200')
         return [(f'the list file of split={split!r}', f'{split}.txt')] if split in SPLITS else []
 
+    @staticmethod
+    def list_problems(key: str, cfg: dict) -> List[str]:
+        """The problems of the list file a dataset config ``cfg`` (at config key ``key``) names:
+        lines that do not parse, labels out of range, missing images; the tools report them
+        before a run starts, so a bad test list does not fail after the whole schedule."""
+        data_root, split = cfg.get('data_root'), cfg.get('split', 'train800val200')
+        if not data_root or split not in SPLITS:
+            return []
+        data_root = osp.abspath(data_root)  # the paths in the report are the resolved ones
+        list_file = osp.join(data_root, f'{split}.txt')
+        if not osp.isfile(list_file):
+            return []  # reported by the folder / list-file check
+        problems = read_list(list_file, data_root, cfg.get('num_classes'),
+                             cfg.get('check_files', True))[1]
+        return [f'{key}.split={split!r} {p}' for p in problems]
+
     def load_data_list(self):
-        samples = []
-        with open(self.ann_file) as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                parts = line.rsplit(maxsplit=1)
-                if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
-                    raise ValueError(f'{self.ann_file}:{lineno}: expected "<image path> <label>", '
-                                     f'got {line!r}')
-                label = int(parts[1])
-                if label < 0 or (self.num_classes is not None and label >= self.num_classes):
-                    raise ValueError(f'{self.ann_file}:{lineno}: label {label} is outside '
-                                     f'[0, {self.num_classes}) (num_classes={self.num_classes})')
-                samples.append(dict(img_path=osp.join(self.data_root, parts[0]),
-                                    gt_label=label))
+        samples, problems = read_list(self.ann_file, self.data_root, self.num_classes,
+                                      self.check_files)
+        if problems:
+            missing = all(p.endswith('does not exist') for p in problems)
+            error = FileNotFoundError if missing else ValueError
+            raise error(f'VTAB1k: {len(problems)} bad line{"s" if len(problems) > 1 else ""} '
+                        f'in {self.ann_file}:\n  ' + '\n  '.join(summarise(problems)))
         if not samples:
             raise ValueError(f'{self.ann_file} lists no images')
         if self._metainfo.get('classes') is None:

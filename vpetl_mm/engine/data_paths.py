@@ -61,19 +61,24 @@ def _problems(key: str, dataset: dict, read_lists: bool = True) -> List[Tuple[st
         if not osp.exists(resolved):
             problems.append((osp.abspath(resolved), f'{key}: {label} {path!r} (resolved to '
                              f'{osp.abspath(resolved)}) does not exist'))
-    if read_lists and not problems and str(dataset.get('type', '')).split('.')[-1] == \
-            'VideoDataset':
+    if not read_lists or problems:
+        return problems
+    if str(dataset.get('type', '')).split('.')[-1] == 'VideoDataset':
         root = data_root if _is_local(data_root) else None
-        problems += [(f'{key}:{message}', message) for message in summarise(
-            video_list_problems(key, dataset, root))]
-    return problems
+        listed = video_list_problems(key, dataset, root)
+    else:
+        lister = getattr(_dataset_class(dataset.get('type')), 'list_problems', None)
+        listed = lister(key, dataset) if lister is not None else []
+    return problems + [(f'{key}:{message}', message) for message in summarise(listed)]
 
 
 def check_dataset_paths(cfg, loaders=LOADERS) -> None:
     """Raise ``FileNotFoundError`` listing every missing dataset folder or list file of ``cfg``,
-    and for MMAction2's ``VideoDataset`` every list line that does not parse or names a missing,
-    empty or non-video file (:mod:`.video_lists`; ``check_dataset_files=False`` in the config
-    skips reading the lists).
+    for MMAction2's ``VideoDataset`` every list line that does not parse or names a missing,
+    empty or non-video file (:mod:`.video_lists`), and for a dataset class with a
+    ``list_problems(key, dataset_cfg)`` static method (``VTAB1k``: lines that do not parse,
+    missing images) what it reports; ``check_dataset_files=False`` in the config skips reading
+    the lists.
 
     Each problem names the config key (``train_dataloader.dataset.data_root``), the path as
     written and the absolute path it was resolved to. Datasets may declare further files through
