@@ -355,8 +355,9 @@ def test_fact_tk_init_and_trainable(tmp_path):
 
 
 def test_fact_tk_formula(tmp_path):
-    """``K_{b,s}[o, i] = sum_c T[o, i, c] P[c, b S + s]`` (T's first mode on the output side:
-    the authors' code puts it on the input side, ``u @ K``; the same family, transposed)."""
+    """``K_{b,s}[o, i] = sum_c T[o, i, c] P[c, b S + s]`` (T's first mode on the output side;
+    the authors' code reads the attention cores transposed and interleaves the MLP chunks:
+    test_fact_tk_authors.py)."""
     plain, model = build(tmp_path, dict(type='FacT-TK', rank=FACT_RANK, scale=FACT_SCALE,
                                         dropout=0.0))
     fact = model.peft.methods['fact-tk']

@@ -152,6 +152,18 @@ class FacTTK(FacT):
     """FacT-TK: cores from one shared tensor, ``K_{b,s} = C P[:, b*S + s]`` with
     ``C`` ``(r, r, r)`` and ``P`` ``(r, blocks * S)`` (S = 4 + 2m slots per block), both
     xavier-uniform. ViT-B/16: ``1536 r + 144 r + r^3`` parameters (r=32: 86,528).
+
+    The authors' ``fact_tk.py`` builds the same ``T_b = C P[:, b*S:(b+1)*S]`` ``(r, r, S)``
+    and reads it differently. q, k, v, proj: it computes ``x U^T T_b[:, :, s]``, so its core
+    is ours transposed (``dW = s V T^T U``). fc1, fc2: it reshapes the ``m`` stacked cores
+    ``(r, r, m)`` to ``(r, m r)`` with the slot index fastest and cuts the ``m r`` axis into
+    ``m`` chunks of ``r``. Column ``j`` of chunk ``a`` is then column ``(a r + j) // m`` of slot
+    ``(a r + j) % m``, not column ``j`` of slot ``a``. fc1 uses these chunks transposed
+    (``u @ K``), fc2 as we do. Scale, dropout placement, slot order and inits are the same. Their
+    attention tensors load here with ``core_tensor = FacTc.transpose(0, 1)``; their fc1 / fc2
+    have no ``(C, P)`` equivalent here. We keep the paper's formula: contiguous ``C x C`` chunks
+    and the core's first mode on the output side, as in FacT-TT and the authors' ``fact_tt.py``
+    (tests/test_models/test_fact_tk_authors.py shows both on the same tensors).
     """
     placement = ('low-rank factors shared by all blocks, cores from one shared tensor '
                  '(Tucker-style) for qkv, proj, fc1 and fc2')
