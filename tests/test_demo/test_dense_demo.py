@@ -15,6 +15,8 @@ pytest.importorskip('mmseg')
 pytest.importorskip('mmdet')
 pytest.importorskip('pycocotools')
 
+from mmengine.config import Config  # noqa: E402
+
 from tools.demo import dense_demo  # noqa: E402
 from tools.demo.dense_data import SCENES, class_names, make_scenes, seg_class_names  # noqa: E402
 
@@ -170,6 +172,25 @@ def check_label_map(labels, instances):
     assert not (labels[~covered] > 0).any()
 
 
+def test_backbone_lr_reads_the_multiplier():
+    """The lr column: the optimizer's lr times the config's ``backbone`` multiplier."""
+    def lr(task, backbone, method):
+        model = dense_demo.TASKS[task][0]
+        return dense_demo.backbone_lr(Config.fromfile(dense_demo.CONFIG.format(model, backbone,
+                                                                               method)))
+
+    for task in dense_demo.TASKS:
+        assert lr(task, 'swin-tiny', 'mona') == 2e-3
+        assert lr(task, 'swin-tiny', 'full') == pytest.approx(2e-4)
+        assert lr(task, 'swin-tiny', 'lorand') == pytest.approx(5e-3)
+    # the table gives each task's lr where they differ
+    rows = [dict(method='lora', backbone='vit-tiny', task=task, metric=50.0, seconds=1,
+                 trainable=10, lr=lr_) for task, lr_ in (('seg', 2e-3), ('det', 1e-2))]
+    assert dense_demo.markdown_table(rows)[2].endswith('| 10 | 2e-03 / 1e-02 |')
+    assert dense_demo.markdown_table(rows[:1] + [dict(rows[1], lr=2e-3)])[2].endswith(
+        '| 10 | 2e-03 |')
+
+
 @pytest.fixture(scope='module')
 def short_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('dense_demo')
@@ -195,18 +216,27 @@ def test_short_run_table_and_json(short_run):
     assert results['environment']['threads'] == dense_demo.DEFAULT_THREADS
     swin_linear, swin_lora, vit_linear, vit_lora = rows
     assert swin_linear['trainable'] == vit_linear['trainable'] == 0
-    # rank 8 on q and v of the Swin's 2 + 2 + 2 blocks of widths 32, 64, 128
-    assert swin_lora['trainable'] == sum(2 * 2 * 2 * 8 * c for c in (32, 64, 128))
+    # the frozen baseline trains no backbone weight; LoRA's learn at the heads' lr
+    assert swin_linear['lr'] is vit_linear['lr'] is None
+    assert swin_lora['lr'] == vit_lora['lr'] == 2e-3
+    # rank 8 on q and v (C -> C) and on fc1 (C -> 2C) and fc2 (2C -> C) of the Swin's
+    # 2 + 2 + 2 blocks of widths C = 32, 64, 128 (MLP ratio 2)
+    def per_block(c):
+        return 8 * (2 * (c + c) + (c + 2 * c) + (2 * c + c))
+
+    assert swin_lora['trainable'] == sum(2 * per_block(c) for c in (32, 64, 128)) == 35_840
     # ... and of the ViT's 6 blocks of width 64
-    assert vit_lora['trainable'] == 6 * 2 * 8 * (64 + 64)
+    assert vit_lora['trainable'] == 6 * per_block(64) == 30_720
     for row in rows:
         assert isinstance(row['metric'], float) and 0 <= row['metric'] <= 100, row
         assert row['seconds'] > 0
     table = printed[printed.index('Target task: digits 5-9'):].splitlines()
     assert table[1].split() == ['method', 'backbone', 'task', 'metric', 'value', 'trainable',
-                                'params', 'time', '(s)']
+                                'params', 'lr', 'time', '(s)']
     for line, row in zip(table[2:6], rows):
         assert line.split()[:6] == [row['method'], row['backbone'], 'seg', 'mIoU', '(%)',
                                     f'{row["metric"]:.1f}']
     markdown = dense_demo.markdown_table(rows)
     assert markdown[5].startswith(f'| lora | vit-tiny | {vit_lora["metric"]:.1f} |')
+    assert markdown[0].endswith('| trainable backbone params | their lr |')
+    assert markdown[2].endswith('| 0 | - |') and markdown[5].endswith('| 30,720 | 2e-03 |')

@@ -167,6 +167,13 @@ def point_at_data(cfg, data_root, task):
         cfg.test_evaluator.ann_file = osp.join(folder, 'annotations', 'instances_test.json')
 
 
+def backbone_lr(cfg):
+    """The learning rate of the backbone's trainable weights: the optimizer's, times the
+    ``backbone`` multiplier of ``optim_wrapper.paramwise_cfg`` where the config sets one."""
+    keys = cfg.optim_wrapper.get('paramwise_cfg', {}).get('custom_keys', {})
+    return cfg.optim_wrapper.optimizer.lr * keys.get('backbone', {}).get('lr_mult', 1.0)
+
+
 def run(config, work_dir, data_root, pretrained=None, epochs=None, verbose=False):
     """Train then test one config; return (metrics, trainable backbone parameters, runner)."""
     cfg = Config.fromfile(config)
@@ -211,13 +218,14 @@ def adapt(args, backbone, task, method, ckpt):
     model, _, key, _, factor = TASKS[task]
     say(f'adapting {backbone} with {method} ({model}) ...')
     t0 = time.time()
-    metrics, trainable, _ = run(CONFIG.format(model, backbone, method),
-                                osp.join(args.work_dir, f'{model}_{backbone}_{method}'),
-                                args.data_root, pretrained=ckpt, epochs=args.epochs,
-                                verbose=args.verbose)
+    metrics, trainable, runner = run(CONFIG.format(model, backbone, method),
+                                     osp.join(args.work_dir, f'{model}_{backbone}_{method}'),
+                                     args.data_root, pretrained=ckpt, epochs=args.epochs,
+                                     verbose=args.verbose)
     # CocoMetric returns no figures when nothing was detected: that is a mAP of 0
     row = {'method': method, 'backbone': backbone, 'task': task, 'model': model,
            'metric': round(factor * float(metrics.get(key, 0.0)), 2), 'trainable': trainable,
+           'lr': backbone_lr(runner.cfg) if trainable else None,
            'seconds': round(time.time() - t0, 1)}
     say(f'{backbone} {task} {method}: {TASKS[task][3]} {row["metric"]:.1f}')
     return row
@@ -227,28 +235,35 @@ def table_lines(rows):
     lines = ['Target task: digits 5-9 (new classes), rotated, on colour-inverted scenes; '
              'held-out scenes',
              f'{"method":<14}{"backbone":<11}{"task":<6}{"metric":<13}{"value":>7}'
-             f'{"trainable params":>18}{"time (s)":>10}']
+             f'{"trainable params":>18}{"lr":>8}{"time (s)":>10}']
     for row in rows:
         label = TASKS[row['task']][3]
         lines.append(f'{row["method"]:<14}{row["backbone"]:<11}{row["task"]:<6}{label:<13}'
-                     f'{row["metric"]:>7.1f}{row["trainable"]:>18,}{row["seconds"]:>10.0f}')
+                     f'{row["metric"]:>7.1f}{row["trainable"]:>18,}{_lr(row["lr"]):>8}'
+                     f'{row["seconds"]:>10.0f}')
     return lines
+
+
+def _lr(lr):
+    return '-' if lr is None else f'{lr:.0e}'
 
 
 def markdown_table(rows):
     """One line per backbone and method: each task's metric and time side by side, then the
-    trainable backbone parameters."""
+    trainable backbone parameters and the lr they learn at (each task's, in order, where they
+    differ; the heads learn at the optimizer's lr)."""
     tasks = list(dict.fromkeys(r['task'] for r in rows))
     cells = {(r['backbone'], r['method'], r['task']): r for r in rows}
     head = ' | '.join(f'{t} {TASKS[t][3]} | {t} time (s)' for t in tasks)
-    lines = [f'| method | backbone | {head} | trainable backbone params |',
-             '| --- | --- |' + ' --- | --- |' * len(tasks) + ' --- |']
+    lines = [f'| method | backbone | {head} | trainable backbone params | their lr |',
+             '| --- | --- |' + ' --- | --- |' * len(tasks) + ' --- | --- |']
     for backbone, method in dict.fromkeys((r['backbone'], r['method']) for r in rows):
         got = [cells.get((backbone, method, t)) for t in tasks]
         parts = ' | '.join(f'{c["metric"]:.1f} | {c["seconds"]:.0f}' if c else '- | -'
                            for c in got)
         trainable = next(c['trainable'] for c in got if c)
-        lines.append(f'| {method} | {backbone} | {parts} | {trainable:,} |')
+        lrs = ' / '.join(dict.fromkeys(_lr(c['lr']) for c in got if c))  # one per task if unlike
+        lines.append(f'| {method} | {backbone} | {parts} | {trainable:,} | {lrs} |')
     return lines
 
 

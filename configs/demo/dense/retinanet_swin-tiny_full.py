@@ -1,3 +1,4 @@
 _base_ = ['./retinanet_swin-tiny_base.py']
+# as the segmentor (upernet_swin-tiny_full.py says why)
 model = dict(backbone=dict(method=dict(type='FullFineTune')))
-optim_wrapper = dict(optimizer=dict(lr=1e-3))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=0.1)}))

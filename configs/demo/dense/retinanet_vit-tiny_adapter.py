@@ -1,2 +1,4 @@
 _base_ = ['./retinanet_vit-tiny_base.py']
+# as the segmentor (upernet_vit-tiny_adapter.py says why)
 model = dict(backbone=dict(method=dict(type='Adapter', bottleneck=8)))
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'backbone': dict(lr_mult=5.0)}))
