@@ -33,15 +33,15 @@ SPLITS = ('train800', 'val200', 'train800val200', 'test')
 
 
 def read_list(list_file: str, data_root: str, num_classes: Optional[int] = None,
-              check_files: bool = True) -> Tuple[List[dict], List[str]]:
-    """Read a VTAB-1K list file: ``(samples, problems)``.
+              check_files: bool = True) -> Tuple[List[dict], List[str], int]:
+    """Read a VTAB-1K list file: ``(samples, problems, missing)``.
 
     ``samples`` are ``dict(img_path, gt_label)`` with ``img_path`` joined to ``data_root``;
-    ``problems`` name ``<list_file>:<line>`` for every line that does not parse as
-    ``<image path> <label>``, every label outside ``[0, num_classes)`` and, with ``check_files``,
-    every image that does not exist.
+    ``problems`` name ``<list_file>:<line>``, in line order, for every line that does not parse
+    as ``<image path> <label>``, every label outside ``[0, num_classes)`` and, with
+    ``check_files``, every image that does not exist; ``missing`` counts the last kind.
     """
-    samples, problems = [], []
+    samples, problems, missing = [], [], 0
     with open(list_file) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
@@ -60,8 +60,9 @@ def read_list(list_file: str, data_root: str, num_classes: Optional[int] = None,
             path = osp.join(data_root, parts[0])
             if check_files and not osp.isfile(path):
                 problems.append(f'{where}: image {path} does not exist')
+                missing += 1
             samples.append(dict(img_path=path, gt_label=label))
-    return samples, problems
+    return samples, problems, missing
 
 
 @DATASETS.register_module()
@@ -131,11 +132,10 @@ class VTAB1k(BaseDataset):
         return [f'{key}.split={split!r} {p}' for p in problems]
 
     def load_data_list(self):
-        samples, problems = read_list(self.ann_file, self.data_root, self.num_classes,
-                                      self.check_files)
+        samples, problems, missing = read_list(self.ann_file, self.data_root, self.num_classes,
+                                               self.check_files)
         if problems:
-            missing = all(p.endswith('does not exist') for p in problems)
-            error = FileNotFoundError if missing else ValueError
+            error = FileNotFoundError if missing == len(problems) else ValueError
             raise error(f'VTAB1k: {len(problems)} bad line{"s" if len(problems) > 1 else ""} '
                         f'in {self.ann_file}:\n  ' + '\n  '.join(summarise(problems)))
         if not samples:

@@ -50,7 +50,8 @@ def _problems(key: str, dataset: dict, read_lists: bool = True) -> List[Tuple[st
     ann_file = dataset.get('ann_file')
     if _is_local(ann_file) and ann_file:
         files.append(('ann_file', ann_file))
-    expected = getattr(_dataset_class(dataset.get('type')), 'expected_files', None)
+    dataset_class = _dataset_class(dataset.get('type'))
+    expected = getattr(dataset_class, 'expected_files', None)
     if expected is not None:
         files += list(expected(dataset))
     problems = []
@@ -67,7 +68,7 @@ def _problems(key: str, dataset: dict, read_lists: bool = True) -> List[Tuple[st
         root = data_root if _is_local(data_root) else None
         listed = video_list_problems(key, dataset, root)
     else:
-        lister = getattr(_dataset_class(dataset.get('type')), 'list_problems', None)
+        lister = getattr(dataset_class, 'list_problems', None)
         listed = lister(key, dataset) if lister is not None else []
     return problems + [(f'{key}:{message}', message) for message in summarise(listed)]
 
