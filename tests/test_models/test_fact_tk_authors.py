@@ -158,8 +158,8 @@ def test_attention_needs_only_a_transposed_core_tensor(fact_tk):
         for b in range(len(plain.layers)):
             for j in range(4):
                 theirs = SCALE * (x @ u.t() @ (c @ p[:, b * SLOTS + j])) @ v.t()
-                torch.testing.assert_close(fact._attn_delta(x, b, j), theirs,
-                                           rtol=1e-9, atol=1e-10)
+                down, up = fact._attn_factors(b, j)
+                torch.testing.assert_close(x @ down.t() @ up.t(), theirs, rtol=1e-9, atol=1e-10)
             fc1 = torch.cat([SCALE * (x @ u.t() @ ref(b, 4 + a).t()) @ v.t()
                              for a in range(CHUNKS)], dim=-1)
             fc2 = SCALE * sum(h @ u.t() @ ref(b, 4 + CHUNKS + a).t()

@@ -5,12 +5,12 @@ Steitz and Roth, "Adapters Strike Back", CVPR 2024.
 from typing import Optional, Sequence
 
 import torch
-from mmcv.cnn.bricks.drop import DropPath
 from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod, select_blocks
+from .layers import DropPath
 
 
 class ScaledAdapter(nn.Module):
@@ -29,7 +29,7 @@ class ScaledAdapter(nn.Module):
             nn.init.trunc_normal_(linear.weight, std=0.01, a=-0.02, b=0.02)
             nn.init.zeros_(linear.bias)
         self.scaling = nn.Parameter(torch.ones(dims))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, y: Tensor) -> Tensor:
         return self.scaling * self.drop_path(self.up(self.act(self.down(y))))

@@ -3,8 +3,6 @@
 Dong et al., "Efficient Adaptation of Large Vision Transformer via Adapter Re-Composing",
 NeurIPS 2023.
 """
-from typing import Dict
-
 import torch
 from torch import Tensor, nn
 

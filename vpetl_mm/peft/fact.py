@@ -3,10 +3,12 @@
 Jie and Deng, "FacT: Factor-Tuning for Lightweight Adaptation on Vision Transformer", AAAI 2023.
 """
 import math
+from typing import Tuple
 
 import torch
 from torch import Tensor, nn
 
+from vpetl_mm.models.specs.base import LowRankTerm
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod
@@ -42,7 +44,7 @@ class FacT(PEFTMethod):
         self.rank = rank
         self.scale = scale
         self.dropout = nn.Dropout(dropout)
-        self._entries = []  # (site, delta fn, dW fn)
+        self._entries = []  # (site, delta fn or LowRankTerm, dW fn)
 
     # -- structure --------------------------------------------------------------------------
     def _check(self, spec):
@@ -74,9 +76,12 @@ class FacT(PEFTMethod):
         self._init_cores(len(spec.blocks), 4 + 2 * m, device)
         for block in spec.blocks:
             i = block.index
-            for slot, role in enumerate(ATTN_SLOTS):
-                self._register(block.sites[role], lambda x, i=i, s=slot: self._attn_delta(x, i, s),
-                               lambda i=i, s=slot: self._attn_dw(i, s))
+            for slot, role in enumerate(ATTN_SLOTS):  # q, k, v share one pass over x
+                term = LowRankTerm(lambda i=i, s=slot: self._attn_factors(i, s),
+                                   rank_dropout=self.dropout)
+                block.sites[role].add_low_rank(term)
+                self._entries.append((block.sites[role], term,
+                                      lambda i=i, s=slot: self._attn_dw(i, s)))
             self._register(block.sites['fc1'], lambda x, i=i: self._fc1_delta(x, i),
                            lambda i=i: self._fc1_dw(i))
             self._register(block.sites['fc2'], lambda h, i=i: self._fc2_delta(h, i),
@@ -87,9 +92,9 @@ class FacT(PEFTMethod):
         self._entries.append((site, delta, dw))
 
     # -- forward: x (..., C) ---------------------------------------------------------------
-    def _attn_delta(self, x: Tensor, block: int, slot: int) -> Tensor:
-        h = x @ self.u.t() @ self.core(block, slot).t()
-        return self.dropout(h) @ self.v.t() * self.scale
+    def _attn_factors(self, block: int, slot: int) -> Tuple[Tensor, Tensor]:
+        """``K U`` ``(r, C)`` and ``s V`` ``(C, r)``: the delta is ``Drop(x (K U)^T) (s V)^T``."""
+        return self.core(block, slot) @ self.u, self.v if self.scale == 1 else self.v * self.scale
 
     def _fc1_delta(self, x: Tensor, block: int) -> Tensor:
         u = x @ self.u.t()                                              # (..., r)

@@ -7,12 +7,12 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from mmcv.cnn.bricks.drop import DropPath
 from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod
+from .layers import DropPath
 
 
 class SideBlock(nn.Module):
@@ -26,7 +26,7 @@ class SideBlock(nn.Module):
         self.attn = nn.MultiheadAttention(dims, num_heads, batch_first=True)
         self.norm2 = nn.LayerNorm(dims)
         self.mlp = nn.Sequential(nn.Linear(dims, 4 * dims), nn.GELU(), nn.Linear(4 * dims, dims))
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor, g: Tensor, f: Tensor) -> Tensor:
         kv = torch.cat([g, f.mean(1, keepdim=True)], dim=1)

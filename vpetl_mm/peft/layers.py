@@ -5,6 +5,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from vpetl_mm.models.specs.base import LowRankTerm
+
 
 class LowRankLinear(nn.Module):
     """``x -> scale * up(down(dropout(x)))`` with no bias: a rank-``r`` linear map.
@@ -34,16 +36,53 @@ class LowRankLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``(..., C_in)`` -> ``(..., C_out)``."""
-        h = self.dropout(x) @ self.down.t()
-        return (h @ self.up.t()) * self.scale
+        return (self.dropout(x) @ self.down.t()) @ self.scaled_up().t()
+
+    def scaled_up(self) -> Tensor:
+        """``scale * up`` ``(C_out, r)`` (no multiply when the scale is 1)."""
+        return self.up if self.scale == 1 else self.up * self.scale
+
+    def term(self) -> LowRankTerm:
+        """This map as a :class:`LowRankTerm` for :meth:`LinearSite.add_low_rank`."""
+        dropout = self.dropout if isinstance(self.dropout, nn.Dropout) else None
+        return LowRankTerm(lambda: (self.down, self.scaled_up()), input_dropout=dropout)
 
     def delta_weight(self) -> Tensor:
         """The ``(C_out, C_in)`` matrix this map adds to a linear weight."""
-        return (self.up @ self.down) * self.scale
+        return self.scaled_up() @ self.down
 
     def extra_repr(self) -> str:
         r, c_in = self.down.shape
         return f'{c_in} -> {r} -> {self.up.shape[0]}, scale={self.scale}'
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on a residual branch ``x`` ``(B, ...)``: in training each sample's
+    branch is zeroed with probability ``p`` and otherwise scaled by ``1 / (1 - p)``; the
+    identity in eval mode or at ``p = 0``.
+
+    One pass over ``x``: the per-sample mask ``(B, 1, ..., 1)`` carries the scale (as timm's
+    ``drop_path``; mmcv's divides ``x`` and then multiplies, two passes).
+
+    Args:
+        p (float): drop probability, ``0 <= p < 1``.
+    """
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f'drop path probability {p}: must be in [0, 1)')
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1 - self.p
+        mask = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f'p={self.p}'
 
 
 class NoGradBlocks:

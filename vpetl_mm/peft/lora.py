@@ -52,7 +52,7 @@ class LoRA(PEFTMethod):
         self.targets = tuple(targets)
         self.dropout = dropout
         self.blocks = blocks
-        self._entries = []  # (site, owner attribute name, LowRankLinear); modules live in owners
+        self._entries = []  # (site, owner attribute, LowRankLinear, its term); modules in owners
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'LoRA blocks'):
@@ -63,12 +63,12 @@ class LoRA(PEFTMethod):
                                       self.scale, self.dropout)
                 layer.to(site.weight.device)
                 site.owner.add_module(name, layer)
-                site.add_delta(layer)
-                self._entries.append((site, name, layer))
+                term = site.add_low_rank(layer.term())
+                self._entries.append((site, name, layer, term))
 
     def merge(self):
-        for site, name, layer in self._entries:
+        for site, name, layer, term in self._entries:
             site.merge_(layer.delta_weight().detach())
-            site.remove_delta(layer)
+            site.remove_delta(term)
             delattr(site.owner, name)
         self._entries = []

@@ -39,13 +39,40 @@ class TokenLayout:
     grid: Tuple[int, ...]
 
 
+@dataclass(eq=False)
+class LowRankTerm:
+    """A low-rank output delta ``d = rank_dropout(input_dropout(x) @ down^T) @ up^T``.
+
+    Registered with :meth:`LinearSite.add_low_rank`. A site evaluates all its terms together:
+    one product of ``x`` with the stacked ``down`` factors (one pass over ``x`` for q, k and v)
+    and one ``addmm`` of the stacked ``up`` factors into the linear's output, each ``up`` placed
+    at its rows. No zero-padded full-width delta is materialised.
+
+    Attributes:
+        factors (callable): ``() -> (down, up)``, ``down`` ``(r, in_features)`` and ``up``
+            ``(len(rows), r)`` with any scale already folded in (called on every forward, so
+            factors built from shared tensors stay differentiable).
+        input_dropout (nn.Module, optional): dropout on the input ``x`` (LoRA).
+        rank_dropout (nn.Module, optional): dropout on ``x @ down^T`` ``(..., r)`` (FacT).
+    """
+    factors: Callable[[], Tuple[Tensor, Tensor]]
+    input_dropout: Optional[nn.Module] = None
+    rank_dropout: Optional[nn.Module] = None
+
+
+def _dropping(module: Optional[nn.Module]) -> bool:
+    """Whether ``module`` (a dropout or None) changes its input in the current mode."""
+    return module is not None and module.training and getattr(module, 'p', 1.0) > 0
+
+
 class LinearSite:
     """One linear map ``y = x W^T + b`` inside a backbone, or a row slice of one.
 
     Methods register output deltas with :meth:`add_delta`; a delta is a callable ``fn(x) -> d``
     taking the linear's input ``x`` of shape ``(..., in_features)`` and returning ``d`` of shape
-    ``(..., len(rows))`` that is added to those output rows. How the deltas reach the forward pass
-    is the spec's business (a forward hook on an ``nn.Linear`` or a spec-patched attention
+    ``(..., len(rows))`` that is added to those output rows. Low-rank deltas go through
+    :meth:`add_low_rank`, which evaluates them without padding. How the deltas reach the forward
+    pass is the spec's business (a forward hook on an ``nn.Linear`` or a spec-patched attention
     forward calling :meth:`apply`).
 
     Args:
@@ -76,6 +103,7 @@ class LinearSite:
         full_out = getattr(owner, weight_name).shape[0]
         self.rows = rows if rows is not None else slice(0, full_out)
         self._deltas: List[Tuple[slice, Callable]] = []
+        self._low_rank: List[Tuple[slice, LowRankTerm]] = []
         self._transforms: List[Callable] = []
         self._hook = None
 
@@ -118,7 +146,7 @@ class LinearSite:
     def active(self) -> bool:
         """Whether any delta or output transform is registered on this linear."""
         root = self.root()
-        return bool(root._deltas or root._transforms)
+        return bool(root._deltas or root._low_rank or root._transforms)
 
     def root(self) -> 'LinearSite':
         return self.parent.root() if self.parent is not None else self
@@ -128,6 +156,14 @@ class LinearSite:
         root = self.root()
         root._deltas.append((self.rows, fn))
         root._on_first_delta()
+
+    def add_low_rank(self, term: LowRankTerm) -> LowRankTerm:
+        """Add the low-rank ``term`` to this site's output rows on every forward; returns it
+        (pass it to :meth:`remove_delta` to take it away)."""
+        root = self.root()
+        root._low_rank.append((self.rows, term))
+        root._on_first_delta()
+        return term
 
     def add_output_transform(self, fn: Callable[[Tensor, Tensor], Tensor]) -> None:
         """Replace the output ``y`` (all rows, deltas included) by ``fn(x, y)`` on every
@@ -141,8 +177,9 @@ class LinearSite:
         """Remove a delta or an output transform."""
         root = self.root()
         root._deltas = [(r, f) for r, f in root._deltas if f is not fn]
+        root._low_rank = [(r, t) for r, t in root._low_rank if t is not fn]
         root._transforms = [f for f in root._transforms if f is not fn]
-        if not root._deltas and not root._transforms and root._hook is not None:
+        if not root.active and root._hook is not None:
             root._hook.remove()
             root._hook = None
 
@@ -150,15 +187,44 @@ class LinearSite:
         """Return ``out`` plus every registered delta evaluated at input ``x``, then passed
         through the output transforms ``fn(x, out)``."""
         root = self.root()
+        if root._low_rank:
+            out = root._add_low_rank(x, out)
         total = out.shape[-1]
         for rows, fn in root._deltas:
             delta = fn(x)
-            if rows.start != 0 or rows.stop != total:
-                delta = F.pad(delta, (rows.start, total - rows.stop))
-            out = out + delta
+            if rows.start == 0 and rows.stop == total:
+                out = out + delta
+            else:  # only the delta's rows are added; the rest is copied once
+                out = torch.cat([out[..., :rows.start], out[..., rows] + delta,
+                                 out[..., rows.stop:]], dim=-1)
         for fn in root._transforms:
             out = fn(x, out)
         return out
+
+    def _add_low_rank(self, x: Tensor, out: Tensor) -> Tensor:
+        """``out`` ``(..., total)`` plus every :class:`LowRankTerm`, in one ``addmm``."""
+        total = out.shape[-1]
+        downs, ups = [], []
+        for rows, term in self._low_rank:
+            down, up = term.factors()
+            downs.append(down)
+            if rows.start != 0 or rows.stop != total:  # (len(rows), r) -> (total, r)
+                up = F.pad(up, (0, 0, rows.start, total - rows.stop))
+            ups.append(up)
+        terms = [term for _, term in self._low_rank]
+        if any(_dropping(t.input_dropout) for t in terms):  # each term sees its own mask
+            h = torch.cat([(x if t.input_dropout is None else t.input_dropout(x)) @ d.t()
+                           for t, d in zip(terms, downs)], -1)
+        else:  # one pass over x for all terms
+            h = x @ (downs[0] if len(downs) == 1 else torch.cat(downs)).t()
+        if any(_dropping(t.rank_dropout) for t in terms):
+            parts = h.split([d.shape[0] for d in downs], -1)
+            h = torch.cat([p if t.rank_dropout is None else t.rank_dropout(p)
+                           for t, p in zip(terms, parts)], -1)
+        up = ups[0] if len(ups) == 1 else torch.cat(ups, 1)
+        flat = out.reshape(-1, total)
+        h = h.reshape(-1, h.shape[-1]).to(flat.dtype)
+        return torch.addmm(flat, h, up.t().to(flat.dtype)).view(out.shape)
 
     def _on_first_delta(self) -> None:
         """Route :meth:`apply` into the forward pass (default: a hook on an ``nn.Linear``)."""
