@@ -405,6 +405,35 @@ def test_ssf_formula(tmp_path):
     assert_formula(plain, model, hooks)
 
 
+def merged_equals_unmerged(plain, model):
+    """``merge_and_unload`` leaves a plain backbone (the plain one's parameter names, no hooks
+    left) computing what the method computed, in float64."""
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4)).double()
+    model.double()
+    with torch.no_grad():
+        before = model(x)[-1]
+        vpetl_mm.merge_and_unload(model)
+        after = model(x)[-1]
+    assert set(model.state_dict()) == set(plain.state_dict())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.layers.modules())
+    torch.testing.assert_close(after, before, rtol=1e-9, atol=1e-10)
+
+
+def test_ssf_init_std_merge_and_one_wrap_per_module(tmp_path):
+    """``init_std`` sets both draws' std; merge folds every scale-shift into its layer; a module
+    reached twice is wrapped once."""
+    plain, model = build(tmp_path, dict(type='SSF', init_std=0.1))
+    ssfs = [model.get_submodule(f'{site}.ssf') for site in SSF_SITES]
+    assert_normal(torch.cat([m.scale for m in ssfs]), 1.0, 0.1)
+    assert_normal(torch.cat([m.shift for m in ssfs]), 0.0, 0.1)
+    method = model.peft.methods['ssf']
+    norm = model.layers[0].ln1
+    hooks, wrapped = len(norm._forward_hooks), len(method._wrapped)
+    method._wrap_module(norm, DIMS, dim=-1)
+    assert (len(norm._forward_hooks), len(method._wrapped)) == (hooks, wrapped)
+    merged_equals_unmerged(plain, model)
+
+
 # -- RepAdapter: x + s B(A x + a) + s b on the norm1 / norm2 outputs, B group-wise ------------
 REPADAPTER = dict(type='RepAdapter', bottleneck=4, groups=2, scale=1.5, dropout=0.0)
 REP_NAMES = ('repadapter_attn', 'repadapter_mlp')
@@ -444,6 +473,34 @@ def test_repadapter_formula(tmp_path):
             normal_(ad.down.bias, ad.up_weight, ad.up_bias)
             hooks.append((norm, repadapter_hook(ad)))
     assert_formula(plain, model, hooks)
+
+
+def test_repadapter_defaults_blocks_errors_and_merge(tmp_path):
+    """The authors' defaults (d=8, g=2, s=1, dropout 0.1); ``blocks`` places both adapters of
+    those blocks only; widths not divisible by the groups and blocks out of range are named;
+    merge folds the adapters into qkv / fc1 exactly."""
+    from vpetl_mm.peft.repadapter import GroupLinearAdapter, RepAdapter
+    defaults = RepAdapter()
+    assert (defaults.bottleneck, defaults.groups, defaults.scale, defaults.dropout) == (
+        8, 2, 1.0, 0.1)
+    assert GroupLinearAdapter(DIMS, 8, 2, 1.0, 0.1).dropout.p == 0.1
+    plain, model = build(tmp_path, dict(REPADAPTER, blocks=[1, 3]))
+    placed = [[hasattr(layer, n) for n in REP_NAMES] for layer in model.layers]
+    assert placed == [[False, False], [True, True], [False, False], [True, True]]
+    hooks = []
+    for i in (1, 3):
+        for name, norm in zip(REP_NAMES, (plain.layers[i].ln1, plain.layers[i].ln2)):
+            ad = getattr(model.layers[i], name)
+            normal_(ad.down.bias, ad.up_weight, ad.up_bias)
+            hooks.append((norm, repadapter_hook(ad)))
+    assert_formula(plain, model, hooks)
+    merged_equals_unmerged(plain, model)
+    for bottleneck, dims in ((6, DIMS), (8, 30)):
+        with pytest.raises(ValueError, match=f'RepAdapter: bottleneck {bottleneck} and width '
+                           f'{dims} must be divisible by groups=4'):
+            GroupLinearAdapter(dims, bottleneck, 4, 1.0, 0.0)
+    with pytest.raises(ValueError, match='RepAdapter blocks'):
+        build(tmp_path, dict(REPADAPTER, blocks=[4]))
 
 
 # -- ARC: h + (h U diag(s)) U^T + b after norm1 / norm2, U shared by all blocks --------------
