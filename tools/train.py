@@ -28,8 +28,8 @@ def parse_args(argv=None):
         help='resume from the given checkpoint, or, without a value, from the latest '
         'checkpoint in the work dir')
     parser.add_argument('--amp', action='store_true',
-                        help='enable automatic mixed precision training (GPU only: mmengine\'s '
-                        'AmpOptimWrapper needs CUDA)')
+                        help='enable automatic mixed precision training: mmengine\'s '
+                        'AmpOptimWrapper on a GPU, bfloat16 autocast on the CPU')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -83,12 +83,15 @@ def merge_args(cfg, args):
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if args.amp:
-        if not torch.cuda.is_available():
-            raise SystemExit('tools/train.py: error: --amp needs a GPU (mmengine\'s '
-                             'AmpOptimWrapper runs on CUDA only); on this machine train in fp32 '
-                             '(drop --amp)')
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        if torch.cuda.is_available():
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        else:  # mmengine's AmpOptimWrapper needs CUDA; bf16 needs no loss scale
+            cfg.optim_wrapper.type = 'vpetl_mm.AutocastOptimWrapper'
+            cfg.optim_wrapper.pop('loss_scale', None)
+            cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+            print('vpetl_mm: --amp without a GPU: bfloat16 autocast on the CPU '
+                  '(vpetl_mm.AutocastOptimWrapper)', flush=True)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -10,6 +10,7 @@ from mmengine.registry import DATASETS as MMENGINE_DATASETS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
 
@@ -17,6 +18,8 @@ MODELS = Registry('model', parent=MMENGINE_MODELS, scope='vpetl_mm',
                   locations=['vpetl_mm.models'])
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS,
                           scope='vpetl_mm', locations=['vpetl_mm.compat'])
+OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='vpetl_mm',
+                          locations=['vpetl_mm.engine'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='vpetl_mm',
                  locations=['vpetl_mm.engine.hooks'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='vpetl_mm',

@@ -9,6 +9,7 @@ the trainable parameters against sets computed here from the backbone's structur
 """
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -269,6 +270,36 @@ def test_hydra_formula(tmp_path):
                     hydra.seq.down.bias, hydra.seq.up.weight, hydra.seq.up.bias)
             hooks.append((ref.get_submodule(LINEARS[role]), hydra_hook(hydra)))
     assert_formula(plain, model, hooks)
+
+
+def test_hydra_defaults_targets_blocks_errors_and_merge(tmp_path):
+    """The authors' defaults (rank 2, s=1, no dropout, proj and fc2); any whole linear may be a
+    target (here qkv and fc1, in blocks 1 and 3 only); slices and empty targets are refused by
+    name; merge folds both branches into their linear exactly."""
+    from vpetl_mm.peft.hydra import Hydra
+    defaults = Hydra()
+    assert (defaults.rank, defaults.scale, defaults.dropout, defaults.targets) == (
+        2, 1.0, 0.0, ('proj', 'fc2'))
+    plain, model = build(tmp_path, dict(HYDRA, targets=('qkv', 'fc1'), blocks=[1, 3]))
+    placed = [[hasattr(layer.get_submodule(LINEARS[r]), 'hydra') for r in LINEARS]
+              for layer in model.layers]
+    assert placed == [[False] * 4, [True, False, True, False]] * 2
+    hooks = []
+    for i in (1, 3):
+        for role in ('qkv', 'fc1'):
+            hydra = model.layers[i].get_submodule(f'{LINEARS[role]}.hydra')
+            normal_(hydra.par.down.bias, hydra.par.up.weight, hydra.par.up.bias,
+                    hydra.seq.down.bias, hydra.seq.up.weight, hydra.seq.up.bias)
+            hooks.append((plain.layers[i].get_submodule(LINEARS[role]), hydra_hook(hydra)))
+    assert_formula(plain, model, hooks)
+    merged_equals_unmerged(plain, model)
+    for targets, bad in ((('q', 'fc2'), ['q']), ((), [])):
+        with pytest.raises(ValueError, match=re.escape(
+                f'Hydra targets={list(targets)}: choose whole linears among qkv, proj, fc1, fc2 '
+                f'(got {bad})')):
+            Hydra(targets=targets)
+    with pytest.raises(ValueError, match='Hydra blocks'):
+        build(tmp_path, dict(HYDRA, blocks=[4]))
 
 
 # -- FacT: dW = s V K U with U, V shared by all blocks, a core K per weight and chunk --------

@@ -242,8 +242,8 @@ def test_patched_attention_equals_original(family, tmp_path):
     model.eval()
     blocks = get_peft_state(model)[0].spec.blocks
     assert all('forward' in vars(b.attn) for b in blocks)  # the patched forward is installed
-    # mmaction's forward is reproduced op for op (bit-equal); mmseg's runs in SDPA (~1e-7)
-    atol = 0 if family == 'mmaction-vit' else 1e-6
+    # both run the attention product in SDPA, the toolboxes explicitly: float rounding (~1e-7)
+    atol = 1e-6
     with torch.no_grad():
         torch.testing.assert_close(features(model.backbone, x), features(plain, x), rtol=0,
                                    atol=atol)

@@ -129,6 +129,18 @@ def test_train_then_test_from_repository_root(vtab_repo):
     assert metrics['accuracy/top1'] == pytest.approx(trained, abs=1e-4)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the CPU path of --amp')
+def test_amp_trains_in_bf16_on_the_cpu(vtab_repo):
+    """``--amp`` on a machine without a GPU trains under bf16 autocast and checkpoints as
+    usual."""
+    out = run([sys.executable, 'tools/train.py', DTL_CFG, '--amp', '--cfg-options', *SIZE_ONLY],
+              cwd=vtab_repo)
+    assert 'bfloat16 autocast on the CPU (vpetl_mm.AutocastOptimWrapper)' in out
+    ckpt = vtab_repo / 'work_dirs' / 'vit-b_dtl_cifar100' / 'epoch_2.pth'
+    assert checkpoint_moved_dtl(ckpt)
+    top1(out, 'val')  # the validation ran and logged its accuracy
+
+
 def test_dist_train_then_test_from_repository_root(vtab_repo):
     """The design card's example: tools/dist_train.sh CONFIG 2 (two CPU processes)."""
     out = run(['bash', 'tools/dist_train.sh', DTL_CFG, '2', '--cfg-options', *SIZE_ONLY],
@@ -212,8 +224,8 @@ def test_command_line_options_come_before_loader_settings():
 
 def test_out_and_amp_options(capsys):
     """``--out`` by suffix: metrics for .json / .yaml, predictions for .pkl; an unknown suffix
-    or predictions in json are refused at parse time. ``--amp`` without CUDA stops with the
-    reason instead of mmengine's assertion deep in the runner."""
+    or predictions in json are refused at parse time. ``--amp`` picks mmengine's
+    ``AmpOptimWrapper`` on a GPU and bf16 autocast on the CPU."""
     from mmengine.config import Config
     sys.path.insert(0, ROOT)
     from tools import test as test_tool
@@ -233,10 +245,14 @@ def test_out_and_amp_options(capsys):
         with pytest.raises(SystemExit):
             test_tool.parse_args([cfg_file, 'x.pth', *bad])
         assert message in capsys.readouterr().err
-    if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match='--amp needs a GPU'):
-            train_tool.merge_args(Config.fromfile(cfg_file),
-                                  train_tool.parse_args([cfg_file, '--amp']))
+    cfg = train_tool.merge_args(Config.fromfile(cfg_file),
+                                train_tool.parse_args([cfg_file, '--amp']))
+    if torch.cuda.is_available():
+        assert (cfg.optim_wrapper.type, cfg.optim_wrapper.loss_scale) == (
+            'AmpOptimWrapper', 'dynamic')
+    else:  # bf16 autocast on the CPU, no loss scale
+        assert cfg.optim_wrapper.type == 'vpetl_mm.AutocastOptimWrapper'
+        assert cfg.optim_wrapper.dtype == 'bfloat16' and 'loss_scale' not in cfg.optim_wrapper
 
 
 def test_dump_metrics_formats(tmp_path):

@@ -160,6 +160,9 @@ class VPTBase(PEFTMethod):
     def _insert(self, tokens: Tensor, layout, index: int) -> Tensor:
         """``(B, N, C)`` -> ``(B, N + L, C)``, the block's ``L`` prompts right after the prefix."""
         self._prefix = layout.num_prefix
+        if self.deep and not self._lengths[index]:  # no prompts here: the block runs as it is
+            self._inserted = 0                      # (and autograd records nothing for it)
+            return tokens
         if self.deep or self._carry is None:
             i = index if self.deep else 0
             start = self._offsets[i]
@@ -173,6 +176,8 @@ class VPTBase(PEFTMethod):
 
     def _remove(self, tokens: Tensor) -> Tensor:
         """``(B, N + L, C)`` -> ``(B, N, C)``; shallow VPT keeps the prompt outputs."""
+        if not self._inserted:
+            return tokens
         p, end = self._prefix, self._prefix + self._inserted
         self._carry = None if self.deep else tokens[:, p:end]
         return torch.cat([tokens[:, :p], tokens[:, end:]], dim=1)
