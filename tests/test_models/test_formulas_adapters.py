@@ -289,6 +289,32 @@ def test_houlsby_formula(tmp_path):
     assert_formula(model, plain, register)
 
 
+def test_houlsby_defaults_blocks_and_errors(tmp_path):
+    """The paper's defaults (width 8, init std 1e-2); a width of 1 is allowed, 0 refused by
+    name; ``blocks`` places both adapters in those blocks only; a block out of range is named."""
+    from vpetl_mm.peft.houlsby import HoulsbyAdapter
+    assert (HoulsbyAdapter().bottleneck, HoulsbyAdapter().init_std) == (8, 1e-2)
+    with pytest.raises(ValueError, match='Houlsby bottleneck must be >= 1, got 0'):
+        HoulsbyAdapter(bottleneck=0)
+    plain, model = build(tmp_path, dict(type='Houlsby', bottleneck=1, blocks=[1, 3]))
+    assert [hasattr(layer, 'adapter_attn') and hasattr(layer, 'adapter_mlp')
+            for layer in model.layers] == [False, True, False, True]
+    assert not any(hasattr(layer, 'adapter_attn') or hasattr(layer, 'adapter_mlp')
+                   for layer in (model.layers[0], model.layers[2]))
+    randomize(model)
+
+    def adapted(ad):
+        return lambda m, a, out: out + bottleneck(out, ad.down, ad.up, F.gelu)
+
+    def register(plain):
+        for i in (1, 3):
+            plain.layers[i].attn.proj.register_forward_hook(adapted(model.layers[i].adapter_attn))
+            plain.layers[i].ffn.layers.register_forward_hook(adapted(model.layers[i].adapter_mlp))
+    assert_formula(model, plain, register)
+    with pytest.raises(ValueError, match='Houlsby blocks'):
+        build(tmp_path, dict(type='Houlsby', blocks=[4]))
+
+
 # Compacter: m <- m + up(GELU(down(LN(m)))) on the MLP output with PHM projections
 # x H + b, H = sum_i A_i (x) L_i R_i, the rule A shared by every layer
 

@@ -597,6 +597,26 @@ def test_arc_att_formula_init_and_trainable(tmp_path):
     assert_formula(plain, model, arc_hooks(plain, model, 'arc_att', ('attn', )))
 
 
+def test_arc_defaults_positions_errors_and_merge(tmp_path):
+    """The authors' defaults (d=50, dropout 0.1, both positions; ARC_att the attention one, with
+    the dropout it is given); ``positions=('mlp',)`` adapts the MLP input only; unknown or no
+    positions are refused by name; merge folds the adapters into qkv / fc1 exactly."""
+    from vpetl_mm.peft.arc import ARC, ARCAtt
+    assert (ARC().rank, ARC().dropout, ARC().positions) == (50, 0.1, ('attn', 'mlp'))
+    assert (ARCAtt().rank, ARCAtt().dropout, ARCAtt().positions) == (50, 0.1, ('attn', ))
+    _, att = build(tmp_path, dict(type='ARC_att', rank=ARC_RANK, dropout=0.3))
+    assert [layer.arc_attn.dropout.p for layer in att.layers] == [0.3] * DEPTH
+    plain, model = build(tmp_path, dict(type='ARC', rank=ARC_RANK, dropout=0.0,
+                                        positions=('mlp', )))
+    assert not any(hasattr(layer, 'arc_attn') for layer in model.layers)
+    assert_formula(plain, model, arc_hooks(plain, model, 'arc', ('mlp', )))
+    merged_equals_unmerged(plain, model)
+    for positions in (('attn', 'ffn'), ()):
+        with pytest.raises(ValueError, match=re.escape(
+                f"ARC positions={list(positions)}: choose among 'attn', 'mlp'")):
+            ARC(positions=positions)
+
+
 # -- selection methods: which backbone weights train; the forward is the plain one ------------
 def biases(plain):
     """The biases of every linear, convolution and LayerNorm."""
