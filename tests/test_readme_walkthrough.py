@@ -98,6 +98,9 @@ CHECKS = {
                    'tests/test_demo/test_dense_demo.py (checked by name)'),
     'benchmark-train': ('bash', r'python tools/analysis_tools/benchmark_train\.py ',
                         'run with --batch-size 2 --steps 1 --img-size 32 --arch deit-tiny'),
+    'benchmark-peers': ('bash', r'python tools/analysis_tools/benchmark_peers\.py ',
+                        'every option as written, run at --arch deit-tiny --img-size 32 '
+                        '--seg-size 32 --frames 2 --batch-size 2 --rounds 1'),
     'benchmark-dyt': ('bash', r'python tools/analysis_tools/benchmark_dyt\.py ',
                       'run with --batch-size 2 --iters 1 --img-size 32 --arch deit-tiny'),
     'mutation-check': ('bash', r'\S+/bin/python tools/misc/mutation_check\.py ',
@@ -969,6 +972,23 @@ def check_benchmark_train(block, ctx):
                       '--arch', 'deit-tiny'], cwd=checkout(ctx.tmp_path))
     for method in methods:
         assert re.search(rf'^{re.escape(method)}\s+[\d,]+\s', out, re.M), out[-3000:]
+
+
+def check_benchmark_peers(block, ctx):
+    script = 'tools/analysis_tools/benchmark_peers.py'
+    argv = one(by_head(block, f'python {script}'), f'python {script}')
+    required, groups = usage(argv)
+    for group in groups:
+        required += group
+    work = checkout(ctx.tmp_path)
+    out = run(required + ['--arch', 'deit-tiny', '--img-size', '32', '--seg-size', '32',
+                          '--frames', '2', '--batch-size', '2', '--rounds', '1'], cwd=work)
+    pairs = parses(script, required[2:]).pairs
+    for pair in pairs:
+        assert re.search(rf'^{re.escape(pair)}\s', out, re.M), out[-3000:]
+    written = [g[1] for g in groups if g[0] == '--out']
+    for path in written:
+        assert len(json.loads((work / path).read_text())['rows']) == len(pairs)
 
 
 def check_benchmark_dyt(block, ctx):

@@ -90,3 +90,32 @@ def test_vit_mode_keeps_method_choices():
         benchmark_train.parse_args(['--methods', 'e3va'])
     assert benchmark_train.parse_args([]).methods == ['dtl', 'lora', 'full']
     assert benchmark_train.parse_args(['--dense', 'seg']).methods[-1] == 'full'
+
+
+def test_benchmark_peers_rows(tmp_path, capsys):
+    """Each pair gives both sides' figures and their ratios, in the table and the JSON; merged
+    LoRA counts only the head as trainable; without peft the LoRA pair says it was skipped."""
+    import json
+    import importlib.util
+    from tools.analysis_tools import benchmark_peers
+    out = tmp_path / 'peers.json'
+    benchmark_peers.main(['--arch', 'deit-tiny', '--img-size', '32', '--seg-size', '32',
+                          '--frames', '2', '--batch-size', '2', '--rounds', '1', '--device',
+                          'cpu', '--pairs', 'lora', 'frozen', 'merged', 'video-attn', 'seg-attn',
+                          '--out', str(out)])
+    rows = {r['pair']: r for r in json.loads(out.read_text())['rows']}
+    printed = capsys.readouterr().out
+    if importlib.util.find_spec('peft') is None:
+        assert 'skipped' in rows['lora'] and 'lora       skipped: HF peft' in printed
+    else:  # same parameter count on both sides: 4 r C per block, plus the head
+        assert rows['lora']['ours_trainable'] == rows['lora']['ref_trainable']
+    head = 192 * 100 + 100
+    assert rows['frozen']['ours_trainable'] == rows['merged']['ours_trainable'] == head
+    for name in ('frozen', 'merged', 'video-attn', 'seg-attn'):
+        row = rows[name]
+        assert row['ours_ms'] > 0 and row['ref_ms'] > 0
+        assert row['time_ratio'] == pytest.approx(row['ours_ms'] / row['ref_ms'])
+        assert row['ours_gflop'] > 0
+        assert name in printed
+    for name in ('video-attn', 'seg-attn'):  # both sides keep activations for backward
+        assert rows[name]['ours_mem_mib'] > 0 and rows[name]['ref_mem_mib'] > 0
