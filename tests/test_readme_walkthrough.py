@@ -77,7 +77,8 @@ CHECKS = {
                        'run shrunk; the checkpoint lands in --work-dir'),
     'train-test-usage': ('bash', r'python tools/train\.py \S+ \[',
                          'every option form parses; test.py and dist_test.sh run; train.py with '
-                         '--work-dir is train-work-dir; --resume, --amp, dist_train.sh: by name'),
+                         '--work-dir is train-work-dir; --resume, --amp, --compile, '
+                         'dist_train.sh: by name'),
     'merge-peft': ('bash', r'python tools/model_converters/merge_peft\.py ',
                    'run on a trained LoRA checkpoint; loads strictly into the plain model'),
     'dense-tools': ('bash', r'python tools/train\.py configs/dense/',
@@ -749,7 +750,7 @@ def check_train_test_usage(block, ctx):
     lora_argv, ckpt = ctx.request.getfixturevalue('lora_train')
     repo = ctx.repo
     values = {'DIR': ['work_dirs/x'], 'CKPT': ['x.pth'], 'key=value': SIZE_ONLY, '...': [],
-              'options': ['--cfg-options', *SIZE_ONLY]}
+              'options': ['--cfg-options', *SIZE_ONLY], 'BACKEND': ['aot_eager']}
 
     def every_form(script, required, groups, extra=()):
         """Each optional group, each alternative, with and without nested optionals."""
@@ -777,6 +778,9 @@ def check_train_test_usage(block, ctx):
         assert "['--resume']" in source and "['--resume', resume]" in source
     if any('--amp' in g for g in groups):
         assert "'--amp'" in inspect.getsource(test_first_run.test_out_and_amp_options)
+    if any('--compile' in g for g in groups):
+        assert "'--compile'" in inspect.getsource(
+            test_first_run.test_compile_trains_through_torch_compile)
 
     # test: every form parses; the first alternative of each group runs
     values['CKPT'] = [str(ckpt.relative_to(repo))]  # the one-epoch run of lora_train

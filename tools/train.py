@@ -30,6 +30,9 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true',
                         help='enable automatic mixed precision training: mmengine\'s '
                         'AmpOptimWrapper on a GPU, bfloat16 autocast on the CPU')
+    parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
+                        help='run the model\'s forward through torch.compile with BACKEND '
+                        '(default inductor; aot_eager needs no C++ compiler)')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -92,6 +95,9 @@ def merge_args(cfg, args):
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
             print('vpetl_mm: --amp without a GPU: bfloat16 autocast on the CPU '
                   '(vpetl_mm.AutocastOptimWrapper)', flush=True)
+    if args.compile:  # the forward, in place (mmengine's `compile` also traces the optimizer)
+        cfg.setdefault('custom_hooks', [])
+        cfg.custom_hooks.append(dict(type='vpetl_mm.CompileHook', backend=args.compile))
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None

@@ -141,6 +141,17 @@ def test_amp_trains_in_bf16_on_the_cpu(vtab_repo):
     top1(out, 'val')  # the validation ran and logged its accuracy
 
 
+def test_compile_trains_through_torch_compile(vtab_repo):
+    """``--compile aot_eager`` (no C++ compiler needed for that backend): the model's forward
+    runs compiled; the run trains and checkpoints as usual."""
+    out = run([sys.executable, 'tools/train.py', DTL_CFG, '--compile', 'aot_eager',
+               '--cfg-options', *SIZE_ONLY], cwd=vtab_repo)
+    assert "the model runs through torch.compile({'backend': 'aot_eager'})" in out
+    ckpt = vtab_repo / 'work_dirs' / 'vit-b_dtl_cifar100' / 'epoch_2.pth'
+    assert checkpoint_moved_dtl(ckpt)
+    top1(out, 'val')  # the validation ran and logged its accuracy
+
+
 def test_dist_train_then_test_from_repository_root(vtab_repo):
     """The design card's example: tools/dist_train.sh CONFIG 2 (two CPU processes)."""
     out = run(['bash', 'tools/dist_train.sh', DTL_CFG, '2', '--cfg-options', *SIZE_ONLY],
@@ -245,6 +256,12 @@ def test_out_and_amp_options(capsys):
         with pytest.raises(SystemExit):
             test_tool.parse_args([cfg_file, 'x.pth', *bad])
         assert message in capsys.readouterr().err
+    for argv, backend in (([], None), (['--compile'], 'inductor'),
+                          (['--compile', 'aot_eager'], 'aot_eager')):
+        cfg = train_tool.merge_args(Config.fromfile(cfg_file),
+                                    train_tool.parse_args([cfg_file, *argv]))
+        hooks = [h for h in cfg.get('custom_hooks', []) if h['type'] == 'vpetl_mm.CompileHook']
+        assert hooks == ([dict(type='vpetl_mm.CompileHook', backend=backend)] if backend else [])
     cfg = train_tool.merge_args(Config.fromfile(cfg_file),
                                 train_tool.parse_args([cfg_file, '--amp']))
     if torch.cuda.is_available():

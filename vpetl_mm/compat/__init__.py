@@ -11,17 +11,22 @@ Each one is applied at ``import vpetl_mm`` and is documented in its own module:
 * :mod:`.fileio` registers the ``vpetl_atomic`` file backend: checkpoints are written to a temporary
   file and renamed, so an interrupted save never leaves a truncated checkpoint.
 * :mod:`.dist` registers a DDP wrapper that works on CPU-only machines (gloo).
+* :mod:`.drop_path` stores mmcv's drop-path rates as Python floats (the toolboxes pass numpy
+  floats, on which ``torch.compile`` broke the graph at every block).
 """
 from .checkpoint import allow_mmengine_checkpoint_types
 from .dist import CPUCompatibleDDP
+from .drop_path import patch_drop_path_float
 from .fileio import AtomicLocalBackend
 from .mmaction import patch_mmaction_missing_drn, patch_pyav_frame_count
 
 allow_mmengine_checkpoint_types()
 patch_mmaction_missing_drn()
 patch_pyav_frame_count()
+patch_drop_path_float()
 
 __all__ = [
-    'allow_mmengine_checkpoint_types', 'patch_mmaction_missing_drn', 'patch_pyav_frame_count',
+    'allow_mmengine_checkpoint_types', 'patch_drop_path_float', 'patch_mmaction_missing_drn',
+    'patch_pyav_frame_count',
     'AtomicLocalBackend', 'CPUCompatibleDDP'
 ]

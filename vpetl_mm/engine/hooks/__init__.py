@@ -1,4 +1,5 @@
 """Lifecycle hooks, registered in the ``vpetl_mm`` scope."""
+from .compile import CompileHook
 from .dyt import DyTHook, add_dyt_rate_loss
 from .merge import MergeBeforeTestHook
 from .selection import PEFTSelectionHook
@@ -6,6 +7,6 @@ from .summary import PEFTSummaryHook
 from .trainable_checkpoint import TrainableCheckpointHook
 
 __all__ = [
-    'DyTHook', 'MergeBeforeTestHook', 'PEFTSelectionHook', 'PEFTSummaryHook',
+    'CompileHook', 'DyTHook', 'MergeBeforeTestHook', 'PEFTSelectionHook', 'PEFTSummaryHook',
     'TrainableCheckpointHook', 'add_dyt_rate_loss'
 ]
