@@ -359,6 +359,46 @@ def test_compacter_formula(tmp_path, input_norm):
     assert_formula(model, plain, register)
 
 
+def test_compacter_defaults_shapes_blocks_and_errors(tmp_path):
+    """PEViT's defaults (width 64, n=4, rank 1, input LN); with n=2 and rank 3 every factor
+    has the shape its role gives it; the shared rule spreads over [-1, 1]; ``blocks`` places
+    the adapters there only; bad widths, n, rank and blocks are refused by name."""
+    from vpetl_mm.peft.compacter import Compacter, PHMLinear
+    defaults = Compacter()
+    assert (defaults.bottleneck, defaults.phm_dim, defaults.rank, defaults.input_norm) == (
+        64, 4, 1, True)
+    assert Compacter(phm_dim=1).phm_dim == 1
+    for n, rank in ((0, 1), (4, 0)):
+        with pytest.raises(ValueError, match=f'Compacter: phm_dim and rank must be >= 1, got '
+                           f'{n}, {rank}'):
+            Compacter(phm_dim=n, rank=rank)
+    for args, message in (((30, 8, 4), 'in_features=30'), ((32, 6, 4), 'out_features=6')):
+        with pytest.raises(ValueError, match=f'Compacter: {message} is not divisible by '
+                           'phm_dim=4'):
+            PHMLinear(*args)
+    _, model = build(tmp_path, dict(type='Compacter', bottleneck=8, phm_dim=4))
+    rule = model.peft.methods['compacter'].phm_rule
+    assert rule.abs().max() <= 1 and rule.min() < -0.5 and rule.max() > 0.5
+    plain, model = build(tmp_path, dict(type='Compacter', bottleneck=8, phm_dim=2, rank=3,
+                                        blocks=[1, 3]))
+    assert [hasattr(layer, 'compacter') for layer in model.layers] == [False, True] * 2
+    ad = model.layers[1].compacter
+    assert [tuple(t.shape) for t in (ad.down.left, ad.down.right, ad.up.left, ad.up.right)] == [
+        (2, DIMS // 2, 3), (2, 3, 4), (2, 4, 3), (2, 3, DIMS // 2)]
+    randomize(model)
+    rule = model.peft.methods['compacter'].phm_rule
+
+    def register(plain):
+        for i in (1, 3):
+            ad = model.layers[i].compacter
+            plain.layers[i].ffn.layers.register_forward_hook(
+                lambda m, a, out, ad=ad: out + phm(F.gelu(phm(layer_norm(out, ad.norm), ad.down,
+                                                              rule)), ad.up, rule))
+    assert_formula(model, plain, register)
+    with pytest.raises(ValueError, match='Compacter blocks'):
+        build(tmp_path, dict(type='Compacter', bottleneck=8, phm_dim=2, blocks=[4]))
+
+
 # DTL: R = sum_{j <= i} B_j A_j x_j over block inputs x_j; after each add-back block
 # x <- x + swish(R), swish(R) = R sigmoid(100 R); DTL+ convolves the patch grid of swish(R)
 # depthwise (the cls token bypasses it), one convolution shared by the add-back blocks

@@ -370,6 +370,51 @@ def test_fact_tt_formula(tmp_path):
     assert_formula(plain, model, fact_hooks(plain, fact, lambda i, j: fact.cores[i, j]))
 
 
+@pytest.mark.parametrize('method', ['FacT-TT', 'FacT-TK'])
+def test_fact_defaults_errors_dropout_and_merge(tmp_path, method):
+    """The authors' defaults (r=8, s=1, dropout 0.1); U reaches nn.Linear's bound on a ViT-B
+    width; one width across blocks and an MLP of whole C x C chunks are required, by name; the
+    dropout acts on the attention updates too; merge folds every update exactly."""
+    from types import SimpleNamespace
+
+    from vpetl_mm.registry import PEFT_METHODS
+    cls = PEFT_METHODS.get(method)
+    fact = cls()
+    assert (fact.rank, fact.scale, fact.dropout.p) == (8, 1.0, 0.1)
+    u = reference.vit_b(dict(type=method)).peft.methods[method.lower()].u
+    bound = kaiming_bound(768)
+    assert u.abs().max() <= bound and u.abs().max() > 0.99 * bound
+
+    def spec(*blocks):
+        return SimpleNamespace(blocks=[SimpleNamespace(dims=c, sites=dict(
+            fc1=SimpleNamespace(out_features=h))) for c, h in blocks])
+    with pytest.raises(ValueError, match=re.escape(
+            f'{cls.__name__} shares its factors across blocks, which needs one width; this '
+            'backbone has widths [16, 32] (Swin stages)')):
+        fact._check(spec((16, 64), (32, 128)))
+    with pytest.raises(ValueError, match=f'{cls.__name__}: MLP width 72 is not a multiple of 32'):
+        fact._check(spec((32, 72)))
+    plain, model = build(tmp_path, dict(type=method, rank=FACT_RANK, scale=FACT_SCALE,
+                                        dropout=0.5))
+    fact = model.peft.methods[method.lower()]
+    normal_(fact.v)
+    mlp_slots = slice(4, SLOTS)  # zero MLP cores: only the attention updates remain
+    with torch.no_grad():
+        if method == 'FacT-TT':
+            fact.cores[:, mlp_slots] = 0
+        else:
+            fact.core_weights.view(FACT_RANK, DEPTH, SLOTS)[:, :, mlp_slots] = 0
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        fact.dropout.train()
+        assert not torch.equal(model(x)[-1], model(x)[-1])  # masks on the attention updates
+        fact.dropout.eval()
+        assert torch.equal(model(x)[-1], model(x)[-1])
+    normal_(fact.u, fact.v)
+    normal_(*(p for n, p in fact.named_parameters() if n.startswith('core')))
+    merged_equals_unmerged(plain, model)
+
+
 def test_fact_tk_init_and_trainable(tmp_path):
     """Core tensor ``(r, r, r)`` and core weights ``(r, blocks * slots)``, xavier-uniform."""
     plain, model = build(tmp_path, dict(type='FacT-TK', rank=FACT_RANK, scale=FACT_SCALE))

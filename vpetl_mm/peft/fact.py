@@ -94,7 +94,7 @@ class FacT(PEFTMethod):
     # -- forward: x (..., C) ---------------------------------------------------------------
     def _attn_factors(self, block: int, slot: int) -> Tuple[Tensor, Tensor]:
         """``K U`` ``(r, C)`` and ``s V`` ``(C, r)``: the delta is ``Drop(x (K U)^T) (s V)^T``."""
-        return self.core(block, slot) @ self.u, self.v if self.scale == 1 else self.v * self.scale
+        return self.core(block, slot) @ self.u, self.v * self.scale
 
     def _fc1_delta(self, x: Tensor, block: int) -> Tensor:
         u = x @ self.u.t()                                              # (..., r)
