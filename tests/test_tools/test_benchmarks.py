@@ -119,3 +119,19 @@ def test_benchmark_peers_rows(tmp_path, capsys):
         assert name in printed
     for name in ('video-attn', 'seg-attn'):  # both sides keep activations for backward
         assert rows[name]['ours_mem_mib'] > 0 and rows[name]['ref_mem_mib'] > 0
+
+
+def test_benchmark_train_table_images_per_second_and_mfu(capsys):
+    """img/s is the batch over the step time; on a GPU whose peak is known the MFU column is
+    the step's model FLOPs over the time and that peak (H200: 989 TFLOP/s dense bf16)."""
+    from argparse import Namespace
+    rows = [dict(method=m, trainable=1, peak_mib=100.0, step_peak_mib=50.0, step_s=s,
+                 device='NVIDIA H200', gflop=g) for m, s, g in (('lora', 0.5, 98_900.0),
+                                                                ('full', 1.0, 197_800.0))]
+    args = Namespace(device='cuda', dense=None, video=False, arch='b', batch_size=8,
+                     img_size=224, steps=1, frames=8)
+    benchmark_train.print_table(rows, [], args)
+    lines = {ln.split()[0]: ln.split() for ln in capsys.readouterr().out.splitlines()[2:]}
+    assert lines['lora'][-2:] == ['16.0', '20.0%'] and lines['full'][-2:] == ['8.0', '20.0%']
+    assert benchmark_train.gpu_peak_tflops('NVIDIA H100 80GB HBM3') == 989.0
+    assert benchmark_train.gpu_peak_tflops('cpu') is None

@@ -165,8 +165,20 @@ def measure(method, args):
         optim.zero_grad(set_to_none=True)
 
     model.train()
-    return result(method, sum(p.numel() for p in params), timed(step, args.steps, device),
-                  device)
+    measured = timed(step, args.steps, device)
+    return result(method, sum(p.numel() for p in params), measured, device,
+                  **step_flops(step, device))
+
+
+def step_flops(step, device):
+    """On a GPU, ``{'gflop': model FLOPs of one step}`` (torch's flop counter) for the MFU
+    column; nothing on the CPU (one more step would only cost time)."""
+    if device.type != 'cuda':
+        return {}
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return dict(gflop=counter.get_total_flops() / 1e9)
 
 
 # --dense: (default scope, config file name with the method's '{}', model named in the table)
@@ -363,6 +375,13 @@ def title(args, device):
             f'{args.img_size}px, {args.steps} timed steps on {device}')
 
 
+def gpu_peak_tflops(name):
+    """The dense bf16 / tf32 peak of the GPU called ``name`` (benchmark_peers' table), or
+    None."""
+    from tools.analysis_tools.benchmark_peers import PEAK_TFLOPS
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
 def print_table(rows, failed, args):
     """Trainable parameters (with --dense also the backbone's), peak memory and step time of
     each row, with ratios to the last row; then the methods that refused or failed."""
@@ -371,13 +390,16 @@ def print_table(rows, failed, args):
     print(title(args, rows[0]['device']))
     w = 2 + max(len(m) for m in [r['method'] for r in rows] + [f[0] for f in failed])
     tuned = 'backbone' in ref
+    peak = gpu_peak_tflops(rows[0]['device']) if 'gflop' in ref else None
     print(f'{"method":<{w}}{"trainable":>12}' + (f'{"backbone":>12}' if tuned else '') +
-          f'{"peak MiB":>12}{"x " + ref["method"]:>10}{"step s":>10}{"x " + ref["method"]:>10}')
+          f'{"peak MiB":>12}{"x " + ref["method"]:>10}{"step s":>10}{"x " + ref["method"]:>10}'
+          f'{"img/s":>9}' + (f'{"MFU":>8}' if peak else ''))
     for r in rows:
         print(f'{r["method"]:<{w}}{r["trainable"]:>12,}' +
               (f'{r["backbone"]:>12,}' if tuned else '') +
               f'{r[mem_key]:>12.0f}{r[mem_key] / ref[mem_key]:>10.2f}{r["step_s"]:>10.3f}'
-              f'{r["step_s"] / ref["step_s"]:>10.2f}')
+              f'{r["step_s"] / ref["step_s"]:>10.2f}{args.batch_size / r["step_s"]:>9.1f}' +
+              (f'{r["gflop"] / (r["step_s"] * peak * 1e3):>8.1%}' if peak else ''))
     for method, error in failed:
         print(f'{method:<{w}}{"failed" if args.dense else "refused"}: {error}')
     if args.device != 'cuda':
