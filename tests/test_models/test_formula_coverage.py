@@ -96,6 +96,27 @@ FORMULA_TESTS = {
             f'{SELECTING}::test_gps_masked_gradient_is_the_gradient_on_selected_entries',
             f'{SELECTING}::test_gps_pooled_features_of_each_toolbox'],
 }
+# the arguments (defaults, blocks, errors) and the existing tests of each method's other
+# behaviour (merge, dropout, bad settings), run by the mutation check with its formula tests
+ARGUMENTS = 'tests/test_models/test_method_arguments.py'
+DEFAULTS, ERRORS = f'{ARGUMENTS}::test_defaults', f'{ARGUMENTS}::test_errors_name_the_value'
+BLOCKS = f'{ARGUMENTS}::test_blocks_selects_the_blocks'
+KADAPTATION = 'tests/test_models/test_kadaptation.py'
+OTHER_TESTS = {
+    'KAdaptation': [DEFAULTS, ERRORS, BLOCKS,
+                    f'{KADAPTATION}::test_dropout_acts_on_the_matrix_in_training_only',
+                    f'{KADAPTATION}::test_merge_is_exact_and_plain',
+                    f'{KADAPTATION}::test_bad_settings'],
+    'PATT': [DEFAULTS, ERRORS, BLOCKS, 'tests/test_models/test_patt.py::test_patt_rows',
+             'tests/test_models/test_patt.py::test_patt_bad_targets'],
+    'LoRand': [DEFAULTS, ERRORS, BLOCKS],
+    'Mona': [DEFAULTS, BLOCKS, f'{MONA}::test_mona_init',
+             f'{MONA}::test_mona_refuses_other_grid_ranks'],
+    'SNF': [DEFAULTS, ERRORS, BLOCKS, f'{MONA}::test_snf_init'],
+    'PrefixTuning': [DEFAULTS, ERRORS, BLOCKS],
+    'LoRA': [BLOCKS], 'Adapter': [BLOCKS], 'AdaptFormer': [BLOCKS], 'DyT': [BLOCKS],
+}
+FORMULA_TESTS = {name: tests + OTHER_TESTS.get(name, []) for name, tests in FORMULA_TESTS.items()}
 
 
 def test_every_registered_method_has_formula_tests():
