@@ -978,12 +978,19 @@ def check_benchmark_train(block, ctx):
         assert re.search(rf'^{re.escape(method)}\s+[\d,]+\s', out, re.M), out[-3000:]
 
 
-def check_benchmark_peers(block, ctx):
-    script = 'tools/analysis_tools/benchmark_peers.py'
+def with_every_option(block, script):
+    """``(argv, groups)``: the block's ``python script`` command with every optional group
+    filled in, and those groups."""
     argv = one(by_head(block, f'python {script}'), f'python {script}')
     required, groups = usage(argv)
     for group in groups:
         required += group
+    return required, groups
+
+
+def check_benchmark_peers(block, ctx):
+    script = 'tools/analysis_tools/benchmark_peers.py'
+    required, groups = with_every_option(block, script)
     work = checkout(ctx.tmp_path)
     out = run(required + ['--arch', 'deit-tiny', '--img-size', '32', '--seg-size', '32',
                           '--frames', '2', '--batch-size', '2', '--rounds', '1'], cwd=work)
@@ -997,10 +1004,7 @@ def check_benchmark_peers(block, ctx):
 
 def check_benchmark_dyt(block, ctx):
     script = 'tools/analysis_tools/benchmark_dyt.py'
-    argv = one(by_head(block, f'python {script}'), f'python {script}')
-    required, groups = usage(argv)
-    for group in groups:
-        required += group
+    required, _ = with_every_option(block, script)
     out = run(required + ['--batch-size', '2', '--iters', '1', '--img-size', '32',
                           '--arch', 'deit-tiny'], cwd=checkout(ctx.tmp_path))
     assert 'measured activation rate' in out, out[-3000:]
