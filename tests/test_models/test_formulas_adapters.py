@@ -137,7 +137,7 @@ def test_adapter_defaults_blocks_and_errors(tmp_path):
             plain.layers[i].ffn.layers.register_forward_hook(
                 lambda m, a, out, ad=ad: out + bottleneck(out, ad.down, ad.up, F.gelu))
     assert_formula(model, plain, register)
-    with pytest.raises(ValueError, match='Adapter blocks'):
+    with pytest.raises(ValueError, match=r'^Adapter blocks=\['):
         build(tmp_path, dict(type='Adapter', blocks=[7]))
 
 
@@ -255,7 +255,7 @@ def test_adapter_plus_defaults_blocks_and_drop_path(tmp_path):
     scaled = [torch.allclose(o, k, rtol=1e-5, atol=1e-6) for o, k in zip(out, kept)]
     assert all(d != s for d, s in zip(dropped, scaled)), (dropped, scaled)
     assert 0 < sum(dropped) < len(x)
-    with pytest.raises(ValueError, match='Adapter\\+ blocks'):
+    with pytest.raises(ValueError, match=r'^Adapter\+ blocks=\['):
         build(tmp_path, dict(type='Adapter+', blocks=[4]))
     with pytest.raises(ValueError, match='drop path probability 1'):
         build(tmp_path, dict(type='Adapter+', drop_path=1))
@@ -311,7 +311,7 @@ def test_houlsby_defaults_blocks_and_errors(tmp_path):
             plain.layers[i].attn.proj.register_forward_hook(adapted(model.layers[i].adapter_attn))
             plain.layers[i].ffn.layers.register_forward_hook(adapted(model.layers[i].adapter_mlp))
     assert_formula(model, plain, register)
-    with pytest.raises(ValueError, match='Houlsby blocks'):
+    with pytest.raises(ValueError, match=r'^Houlsby blocks=\['):
         build(tmp_path, dict(type='Houlsby', blocks=[4]))
 
 
@@ -395,7 +395,7 @@ def test_compacter_defaults_shapes_blocks_and_errors(tmp_path):
                 lambda m, a, out, ad=ad: out + phm(F.gelu(phm(layer_norm(out, ad.norm), ad.down,
                                                               rule)), ad.up, rule))
     assert_formula(model, plain, register)
-    with pytest.raises(ValueError, match='Compacter blocks'):
+    with pytest.raises(ValueError, match=r'^Compacter blocks=\['):
         build(tmp_path, dict(type='Compacter', bottleneck=8, phm_dim=2, blocks=[4]))
 
 

@@ -105,6 +105,6 @@ def test_blocks_selects_the_blocks(tmp_path, name):
         assert torch.equal(seen[('model', i, 'out')], seen[('ref', i)]), f'block {i} changed'
     for i in (1, 3):
         assert (seen[('model', i, 'out')] - seen[('ref', i)]).abs().max() > 1e-4, i
-    with pytest.raises(ValueError, match=f'{re.escape(name)} blocks'):
+    with pytest.raises(ValueError, match=f'^{re.escape(name)} blocks=\\['):
         MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(TINY_VIT),
                           method=dict(TINY[name], blocks=[4])))

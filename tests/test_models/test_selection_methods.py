@@ -402,7 +402,7 @@ def test_gps_arguments_blocks_and_errors(tmp_path):
                      id(layer.ffn.layers[0][0].weight), id(layer.ffn.layers[1].weight),
                      id(model.backbone.patch_embed.projection.weight)}
     assert gps.tuned_elements() == 2 * (96 + 32 + 64 + 32 + 32)
-    with pytest.raises(ValueError, match='GPS blocks'):
+    with pytest.raises(ValueError, match=r'^GPS blocks=\['):
         build(tmp_path, 'vit', dict(type='GPS', blocks=[9]))
     with pytest.raises(ValueError, match=r'GPS connections=33 exceeds the 32 inputs of a '
                                          r'weight \(96, 32\)'):
