@@ -78,7 +78,7 @@ CHECKS = {
     'train-test-usage': ('bash', r'python tools/train\.py \S+ \[',
                          'every option form parses; test.py and dist_test.sh run; train.py with '
                          '--work-dir is train-work-dir; --resume, --amp, --compile, '
-                         'dist_train.sh: by name'),
+                         '--tensorboard, dist_train.sh: by name'),
     'merge-peft': ('bash', r'python tools/model_converters/merge_peft\.py ',
                    'run on a trained LoRA checkpoint; loads strictly into the plain model'),
     'dense-tools': ('bash', r'python tools/train\.py configs/dense/',
@@ -778,6 +778,8 @@ def check_train_test_usage(block, ctx):
         assert "['--resume']" in source and "['--resume', resume]" in source
     if any('--amp' in g for g in groups):
         assert "'--amp'" in inspect.getsource(test_first_run.test_out_and_amp_options)
+    if any('--tensorboard' in g for g in groups):
+        assert "'--tensorboard'" in inspect.getsource(test_first_run.test_tensorboard_option)
     if any('--compile' in g for g in groups):
         assert "'--compile'" in inspect.getsource(
             test_first_run.test_compile_trains_through_torch_compile)

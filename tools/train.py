@@ -5,6 +5,7 @@ runs (``--launcher pytorch``, used by ``tools/dist_train.sh``) use the gloo back
 wrapper that accepts CPU modules.
 """
 import argparse
+import importlib.util
 import os
 import os.path as osp
 import sys
@@ -33,6 +34,9 @@ def parse_args(argv=None):
     parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
                         help='run the model\'s forward through torch.compile with BACKEND '
                         '(default inductor; aot_eager needs no C++ compiler)')
+    parser.add_argument('--tensorboard', action='store_true',
+                        help='also log scalars to TensorBoard (work_dir/<timestamp>/vis_data); '
+                        'needs the tensorboard package')
     parser.add_argument('--no-validate', action='store_true',
                         help='do not evaluate during training')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -95,6 +99,8 @@ def merge_args(cfg, args):
             cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
             print('vpetl_mm: --amp without a GPU: bfloat16 autocast on the CPU '
                   '(vpetl_mm.AutocastOptimWrapper)', flush=True)
+    if args.tensorboard:
+        add_tensorboard(cfg)
     if args.compile:  # the forward, in place (mmengine's `compile` also traces the optimizer)
         cfg.setdefault('custom_hooks', [])
         cfg.custom_hooks.append(dict(type='vpetl_mm.CompileHook', backend=args.compile))
@@ -115,6 +121,17 @@ def merge_args(cfg, args):
     if args.launcher != 'none' and not torch.cuda.is_available():
         use_cpu_distributed(cfg)
     return cfg
+
+
+def add_tensorboard(cfg):
+    """Add mmengine's ``TensorboardVisBackend`` to the config's visualizer (once)."""
+    if importlib.util.find_spec('tensorboard') is None:
+        raise SystemExit('tools/train.py: error: --tensorboard needs the tensorboard package '
+                         '(pip install tensorboard)')
+    cfg.setdefault('visualizer', ConfigDict(type='Visualizer'))
+    backends = cfg.visualizer.setdefault('vis_backends', [dict(type='LocalVisBackend')])
+    if not any(b.get('type') == 'TensorboardVisBackend' for b in backends):
+        backends.append(dict(type='TensorboardVisBackend'))
 
 
 def settle_dataloaders(cfg, no_pin_memory=False, no_persistent_workers=False):

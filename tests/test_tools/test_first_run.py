@@ -272,6 +272,30 @@ def test_out_and_amp_options(capsys):
         assert cfg.optim_wrapper.dtype == 'bfloat16' and 'loss_scale' not in cfg.optim_wrapper
 
 
+def test_tensorboard_option(monkeypatch):
+    """``--tensorboard`` adds mmengine's TensorBoard backend beside the config's own (once), and
+    without the package stops with the install command."""
+    import importlib.util
+
+    from mmengine.config import Config
+    sys.path.insert(0, ROOT)
+    from tools import train as train_tool
+    cfg_file = osp.join(ROOT, DTL_CFG)
+    argv = train_tool.parse_args([cfg_file, '--tensorboard'])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: None if name == 'tensorboard' else real(name, *a))
+    with pytest.raises(SystemExit, match=r'--tensorboard needs the tensorboard package \(pip '
+                       r'install tensorboard\)'):
+        train_tool.merge_args(Config.fromfile(cfg_file), argv)
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name, *a: object())
+    cfg = train_tool.merge_args(Config.fromfile(cfg_file), argv)
+    own = Config.fromfile(cfg_file).visualizer.vis_backends
+    assert cfg.visualizer.vis_backends == [*own, dict(type='TensorboardVisBackend')]
+    train_tool.add_tensorboard(cfg)
+    assert len(cfg.visualizer.vis_backends) == len(own) + 1
+
+
 def test_dump_metrics_formats(tmp_path):
     import pickle
     sys.path.insert(0, ROOT)
