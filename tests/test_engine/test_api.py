@@ -242,3 +242,17 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     exec(compile(code, 'README.md', 'exec'), namespace)
     assert vpetl_mm.get_peft_state(namespace['model'])
     assert osp.isfile('lora.pth') and osp.isfile('merged.pth')
+
+
+def test_deepcopy_of_a_wrapped_model_is_refused():
+    """A deep copy would keep hooks bound to the original's method modules (its outputs would
+    ignore its own weights), so it is refused with what to do instead."""
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+
+    from tests.test_models.test_peft_backbone_mmpretrain import TINY_VIT
+    init_default_scope('mmpretrain')
+    model = PRETRAIN_MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=dict(TINY_VIT),
+                                       method=dict(type='LoRA', rank=2)))
+    with pytest.raises(TypeError, match='copy.deepcopy of a model with PEFT methods is not '
+                       'supported.*save_trainable / load_trainable'):
+        copy.deepcopy(model)

@@ -49,6 +49,15 @@ class PEFTState(nn.Module):
     def mergeable(self) -> bool:
         return all(m.mergeable for m in self.methods.values())
 
+    def __deepcopy__(self, memo):
+        """Refused: the methods reach the backbone through hooks and forwards bound to the
+        original modules, so a deep copy would run the original's method weights, not its own
+        (mmengine's ``EMAHook`` deep-copies the model)."""
+        raise TypeError('copy.deepcopy of a model with PEFT methods is not supported: the copy '
+                        'would still run the original\'s method weights through its hooks. '
+                        'Build a second model from the config and copy the weights over '
+                        '(vpetl_mm.save_trainable / load_trainable)')
+
     def begin_forward(self) -> None:
         for method in self.methods.values():
             method.begin_forward()
