@@ -153,3 +153,19 @@ def test_bad_settings():
         build(dict(type='KAdaptation', phm_dim=5))
     with pytest.raises(ValueError, match="targets=\\['o'\\]"):
         build(dict(type='KAdaptation', targets=('o', )))
+
+
+def test_rule_shapes_init_and_accepted_settings():
+    """``A_i = a_i b_i^T``: ``a`` ``(n, n, 1)`` and ``b`` ``(n, 1, n)``, both uniform in
+    +-0.01 (signs of both kinds); k may be a target; n = 1 is allowed."""
+    from vpetl_mm.peft.kadaptation import KAdaptation, SharedRule
+    torch.manual_seed(0)
+    rule = SharedRule(4)
+    assert rule.a.shape == (4, 4, 1) and rule.b.shape == (4, 1, 4)
+    for t in (rule.a, rule.b):
+        assert t.abs().max() <= 0.01 and t.min() < -0.005 and t.max() > 0.005
+    assert rule().shape == (4, 4, 4)
+    assert KAdaptation(targets=('k', )).targets == ('k', )
+    assert KAdaptation(phm_dim=1).phm_dim == 1
+    _, model = build(dict(type='KAdaptation', phm_dim=4, targets=('k', )))
+    assert set(model.layers[0].attn.kadaptation.deltas) == {'k'}
