@@ -14,11 +14,11 @@ from .base import PEFTMethod
 class ScaleShift(nn.Module):
     """``x -> gamma * x + beta`` over the channel dimension ``dim`` of ``x``.
 
-    ``gamma ~ N(1, std)`` and ``beta ~ N(0, std)`` (the authors' init, std 0.02), so SSF does not
+    ``gamma ~ N(1, init_std)`` and ``beta ~ N(0, init_std)`` (the authors use 0.02), so SSF does not
     start exactly at the identity.
     """
 
-    def __init__(self, channels: int, dim: int = -1, init_std: float = 0.02):
+    def __init__(self, channels: int, dim: int, init_std: float):
         super().__init__()
         self.dim = dim
         self.scale = nn.Parameter(torch.empty(channels).normal_(1.0, init_std))
