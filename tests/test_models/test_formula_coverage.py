@@ -110,7 +110,7 @@ OTHER_TESTS = {
                     f'{KADAPTATION}::test_rule_shapes_init_and_accepted_settings'],
     'PATT': [DEFAULTS, ERRORS, BLOCKS, 'tests/test_models/test_patt.py::test_patt_rows',
              'tests/test_models/test_patt.py::test_patt_bad_targets'],
-    'LoRand': [DEFAULTS, ERRORS, BLOCKS],
+    'LoRand': [DEFAULTS, ERRORS, BLOCKS, f'{MONA}::test_lorand_init_bounds_and_settings'],
     'Mona': [DEFAULTS, BLOCKS, f'{MONA}::test_mona_init',
              f'{MONA}::test_mona_refuses_other_grid_ranks'],
     'SNF': [DEFAULTS, ERRORS, BLOCKS, f'{MONA}::test_snf_init'],

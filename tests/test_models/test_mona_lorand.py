@@ -479,3 +479,21 @@ def test_mona_refuses_other_grid_ranks():
 
     with pytest.raises(TypeError, match=r'\(T, H, W\) token grid; FourDSpec has 4-D grids'):
         Mona().attach(None, FourDSpec())
+
+
+def test_lorand_init_bounds_and_settings():
+    """The authors' init: every factor kaiming-uniform (a=sqrt(5): bound 1/sqrt(fan_in), the
+    fan-in of a 2-D factor being its second size), the bias uniform in +-1/sqrt(in); every
+    setting must be >= 1, and 1 is allowed."""
+    from vpetl_mm.peft.lorand import LoRand, SynthesizedLinear
+    torch.manual_seed(0)
+    layer = SynthesizedLinear(768, 64, 2, 8)
+    for t, bound in ((layer.a, 8 ** -0.5), (layer.g, 8 ** -0.5), (layer.b, 64 ** -0.5),
+                     (layer.bias, 768 ** -0.5)):
+        assert t.abs().max() <= bound and t.max() > 0.9 * bound and t.min() < -0.9 * bound
+    assert LoRand(branches=1, kernel=1, factor=1).factor == 1
+    for kwargs, got in ((dict(branches=0), '0, 8, 2'), (dict(kernel=0), '2, 0, 2'),
+                        (dict(factor=0), '2, 8, 0')):
+        with pytest.raises(ValueError, match=f'LoRand branches, kernel and factor must be >= 1, '
+                           f'got {got}'):
+            LoRand(**kwargs)
