@@ -55,9 +55,10 @@ def test_benchmark_train_dense(capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line.startswith(('e3va', 'partial-1', 'full', 'nope'))}
     for method in ('e3va', 'partial-1', 'full'):
-        trainable, tuned, mib, mib_ratio, seconds, s_ratio = rows[method][1:]
+        trainable, tuned, mib, mib_ratio, seconds, s_ratio, images = rows[method][1:]
         assert int(tuned.replace(',', '')) < int(trainable.replace(',', ''))
         assert float(mib) >= 0 and float(seconds) > 0 and float(mib_ratio) >= 0
+        assert float(images) == pytest.approx(1 / float(seconds), rel=0.05, abs=0.1)  # batch 1
     assert rows['full'][4] == rows['full'][6] == '1.00'
     tuned = {m: int(rows[m][2].replace(',', '')) for m in ('e3va', 'partial-1', 'full')}
     assert 0 < tuned['e3va'] < tuned['full'] and 0 < tuned['partial-1'] < tuned['full']
