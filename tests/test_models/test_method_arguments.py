@@ -16,8 +16,8 @@ from mmengine.registry import init_default_scope  # noqa: E402
 from mmpretrain.registry import MODELS  # noqa: E402
 
 import vpetl_mm  # noqa: E402,F401
-from tests.test_models.test_peft_backbone_mmpretrain import (TINY_VIT,  # noqa: E402
-                                                             pretrained_file)
+from tests.test_models.test_peft_backbone_mmpretrain import (ALL_METHODS,  # noqa: E402
+                                                             TINY_VIT, pretrained_file)
 from vpetl_mm.registry import PEFT_METHODS  # noqa: E402
 
 #: type -> the defaults its paper / the authors' code give
@@ -29,19 +29,11 @@ DEFAULTS = {
     'SNF': dict(flow_length=16, recompute=True),
     'PrefixTuning': dict(length=10, mid=64),
 }
-#: type -> a tiny setting that accepts ``blocks``
-TINY = {
-    'KAdaptation': dict(type='KAdaptation', phm_dim=4, dropout=0.0),
-    'PATT': dict(type='PATT', mid=4),
-    'LoRand': dict(type='LoRand', branches=2, kernel=2),
-    'Mona': dict(type='Mona', bottleneck=8, dropout=0.0),
-    'SNF': dict(type='SNF', flow_length=2),
-    'PrefixTuning': dict(type='PrefixTuning', length=2, mid=4),
-    'LoRA': dict(type='LoRA', rank=2),
-    'Adapter': dict(type='Adapter', bottleneck=4),
-    'AdaptFormer': dict(type='AdaptFormer', bottleneck=4, dropout=0.0),
-    'DyT': dict(type='DyT', bottleneck=4, dropout=0.0),
-}
+#: type -> a tiny setting that accepts ``blocks`` (the shared tiny settings where they exist)
+TINY = dict({name: ALL_METHODS[name] for name in (
+    'KAdaptation', 'PATT', 'LoRand', 'Mona', 'SNF', 'LoRA', 'Adapter', 'AdaptFormer')},
+    PrefixTuning=dict(type='PrefixTuning', length=2, mid=4),
+    DyT=dict(type='DyT', bottleneck=4, dropout=0.0))
 #: type -> (arguments, the error message they get)
 ERRORS = {
     'KAdaptation': [(dict(targets=('q', 'fc1')), "KAdaptation targets=['q', 'fc1']: choose among "
