@@ -2,4 +2,4 @@ _base_ = ['./vit-tiny_digits_base.py']
 # composition: a backbone carries several methods at once
 model = dict(backbone=dict(method=[dict(type='AdaptFormer', bottleneck=8, scale=0.1,
                                         input_norm=False),
-                                   dict(type='PATT', mid=8)]))
+                                   dict(type='PATT', bottleneck=8)]))

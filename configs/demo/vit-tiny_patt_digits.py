@@ -1,2 +1,2 @@
 _base_ = ['./vit-tiny_digits_base.py']
-model = dict(backbone=dict(method=dict(type='PATT', mid=8)))
+model = dict(backbone=dict(method=dict(type='PATT', bottleneck=8)))

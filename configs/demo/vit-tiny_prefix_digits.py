@@ -1,2 +1,2 @@
 _base_ = ['./vit-tiny_digits_base.py']
-model = dict(backbone=dict(method=dict(type='PrefixTuning', length=4, mid=16)))
+model = dict(backbone=dict(method=dict(type='PrefixTuning', length=4, bottleneck=16)))

@@ -1,2 +1,2 @@
 _base_ = ['./vit-tiny_digits_base.py']
-model = dict(backbone=dict(method=dict(type='Res-Tuning-Bypass', length=10)))
+model = dict(backbone=dict(method=dict(type='Res-Tuning-Bypass', bottleneck=10)))

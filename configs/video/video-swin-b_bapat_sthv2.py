@@ -13,7 +13,7 @@ custom_imports = dict(imports=['vpetl_mm'], allow_failed_imports=False)
 model = dict(
     backbone=dict(method=[
         dict(type='AdaptFormer', bottleneck=64, scale=0.1, input_norm=False),
-        dict(type='PATT', mid=128, scale=0.2, targets=('k', 'v')),
+        dict(type='PATT', bottleneck=128, scale=0.2, targets=('k', 'v')),
     ]),
     cls_head=dict(num_classes=_base_.num_classes))
 default_hooks = dict(checkpoint=dict(interval=10, max_keep_ckpts=2,

@@ -21,9 +21,9 @@ METHODS = dict(ALL_METHODS, **{
     'ARC_att': dict(type='ARC_att', rank=4),
     'LAST': dict(type='LAST', rank=4),
     'LST': dict(type='LST', reduction=4),
-    'PrefixTuning': dict(type='PrefixTuning', length=2, mid=4),
+    'PrefixTuning': dict(type='PrefixTuning', length=2, bottleneck=4),
     'Res-Tuning': dict(type='Res-Tuning', length=2, bottleneck=4),
-    'Res-Tuning-Bypass': dict(type='Res-Tuning-Bypass', length=2),
+    'Res-Tuning-Bypass': dict(type='Res-Tuning-Bypass', bottleneck=2),
     'VPT-shallow': dict(type='VPT-shallow', length=2),
     'VPT-deep': dict(type='VPT-deep', length=2),
 })

@@ -19,7 +19,7 @@ METHODS = {
     'LoRA': dict(type='LoRA', rank=2, alpha=4),
     'Adapter': dict(type='Adapter', bottleneck=4),
     'VPT-deep': dict(type='VPT-deep', length=2),
-    'PrefixTuning': dict(type='PrefixTuning', length=2, mid=4),
+    'PrefixTuning': dict(type='PrefixTuning', length=2, bottleneck=4),
     'DTL': dict(type='DTL', rank=2, add_blocks=(2, 3)),
     'FacT-TT': dict(type='FacT-TT', rank=2, dropout=0.0),
     'SSF': dict(type='SSF'),

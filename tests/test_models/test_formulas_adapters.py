@@ -71,7 +71,7 @@ def gathered(model, path):
         t = layer
         for name in path.split('.'):
             t = getattr(t, name)
-        tensors.append(t.detach().flatten())
+        tensors.append(torch.as_tensor(t).detach().flatten())
     return torch.cat(tensors)
 
 
@@ -454,7 +454,7 @@ def test_dtl_formula(tmp_path, kernel):
 def test_patt_init(tmp_path):
     """``down`` keeps ``nn.Linear``'s init (weight and bias uniform in +-1/sqrt(C)), ``up`` is
     zero."""
-    _, model = build(tmp_path, dict(type='PATT', mid=32))
+    _, model = build(tmp_path, dict(type='PATT', bottleneck=32))
     assert_uniform(gathered(model, 'attn.patt.down.weight'), DIMS ** -0.5)
     assert gathered(model, 'attn.patt.down.bias').abs().max() <= DIMS ** -0.5
     assert_zero(model, 'attn.patt.up.weight', 'attn.patt.up.bias')
@@ -462,7 +462,7 @@ def test_patt_init(tmp_path):
 
 @pytest.mark.parametrize('targets', [('k', 'v'), ('q', 'v')])
 def test_patt_formula(tmp_path, targets):
-    plain, model = build(tmp_path, dict(type='PATT', mid=4, scale=0.3, targets=targets))
+    plain, model = build(tmp_path, dict(type='PATT', bottleneck=4, scale=0.3, targets=targets))
     randomize(model)
 
     def adapted(p):

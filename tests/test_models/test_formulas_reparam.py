@@ -505,7 +505,7 @@ def test_ssf_init_std_merge_and_one_wrap_per_module(tmp_path):
     method = model.peft.methods['ssf']
     norm = model.layers[0].ln1
     hooks, wrapped = len(norm._forward_hooks), len(method._wrapped)
-    method._wrap_module(norm, DIMS, dim=-1)
+    method._wrap_module(model.peft.spec, norm, DIMS, dim=-1)
     assert (len(norm._forward_hooks), len(method._wrapped)) == (hooks, wrapped)
     merged_equals_unmerged(plain, model)
 

@@ -23,16 +23,17 @@ from vpetl_mm.registry import PEFT_METHODS  # noqa: E402
 #: type -> the defaults its paper / the authors' code give
 DEFAULTS = {
     'KAdaptation': dict(phm_dim=32, rank=1, scale=160.0, dropout=0.5, targets=('q', 'v')),
-    'PATT': dict(mid=64, scale=0.2, targets=('k', 'v')),
+    'PATT': dict(bottleneck=64, scale=0.2, targets=('k', 'v')),
     'LoRand': dict(branches=2, kernel=8, factor=2),
     'Mona': dict(bottleneck=64, dropout=0.1),
     'SNF': dict(flow_length=16, recompute=True),
-    'PrefixTuning': dict(length=10, mid=64),
+    'PrefixTuning': dict(length=10, bottleneck=64),
+    'Res-Tuning-Bypass': dict(bottleneck=10, zero_init_last=True),
 }
 #: type -> a tiny setting that accepts ``blocks`` (the shared tiny settings where they exist)
 TINY = dict({name: ALL_METHODS[name] for name in (
     'KAdaptation', 'PATT', 'LoRand', 'Mona', 'SNF', 'LoRA', 'Adapter', 'AdaptFormer')},
-    PrefixTuning=dict(type='PrefixTuning', length=2, mid=4),
+    PrefixTuning=dict(type='PrefixTuning', length=2, bottleneck=4),
     DyT=dict(type='DyT', bottleneck=4, dropout=0.0))
 #: type -> (arguments, the error message they get)
 ERRORS = {
@@ -46,8 +47,13 @@ ERRORS = {
               'k, v')],
     'LoRand': [(dict(kernel=0), 'LoRand branches, kernel and factor must be >= 1, got')],
     'SNF': [(dict(flow_length=-1), 'SNF flow_length must be >= 0, got -1')],
-    'PrefixTuning': [(dict(length=0), 'PrefixTuning length and mid must be >= 1, got 0, 64'),
-                     (dict(mid=0), 'PrefixTuning length and mid must be >= 1, got 10, 0')],
+    'PrefixTuning': [(dict(length=0), 'PrefixTuning length and bottleneck must be >= 1, got 0, '
+                      '64'),
+                     (dict(bottleneck=0), 'PrefixTuning length and bottleneck must be >= 1, '
+                      'got 10, 0'),
+                     (dict(mid=0), 'PrefixTuning length and bottleneck must be >= 1, got 10, 0')],
+    'Res-Tuning-Bypass': [(dict(bottleneck=0), 'Res-Tuning-Bypass bottleneck must be >= 1, got 0'),
+                          (dict(length=0), 'Res-Tuning-Bypass bottleneck must be >= 1, got 0')],
 }
 
 
@@ -100,3 +106,19 @@ def test_blocks_selects_the_blocks(tmp_path, name):
     with pytest.raises(ValueError, match=f'^{re.escape(name)} blocks=\\['):
         MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(TINY_VIT),
                           method=dict(TINY[name], blocks=[4])))
+
+
+@pytest.mark.parametrize('name, old, new', [('PATT', 'mid', 'bottleneck'),
+                                            ('PrefixTuning', 'mid', 'bottleneck'),
+                                            ('Res-Tuning-Bypass', 'length', 'bottleneck')])
+def test_former_argument_names_still_work(name, old, new, monkeypatch):
+    """Configs written with a former argument name build the same method, with a warning that
+    names the new one."""
+    import vpetl_mm.peft.base
+    logged = []
+    monkeypatch.setattr(vpetl_mm.peft.base, 'print_log',
+                        lambda message, **kwargs: logged.append((message, kwargs['level'])))
+    method = PEFT_METHODS.get(name)(**{old: 7})
+    assert getattr(method, new) == 7
+    assert logged == [(f'{name}: the argument {old}= is now called {new}= ({old}=7 used); '
+                       'rename it in the config', 30)]

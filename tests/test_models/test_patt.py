@@ -16,7 +16,7 @@ from tests.test_models.test_peft_backbone_mmpretrain import TINY_VIT  # noqa: E4
 def test_patt_rows(targets):
     init_default_scope('mmpretrain')
     model = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(TINY_VIT),
-                              method=dict(type='PATT', mid=4, scale=0.2, targets=targets)))
+                              method=dict(type='PATT', bottleneck=4, scale=0.2, targets=targets)))
     model.eval()
     attn = model.layers[0].attn
     with torch.no_grad():

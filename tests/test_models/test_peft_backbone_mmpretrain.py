@@ -42,8 +42,9 @@ METHODS = {
     'KAdaptation': dict(type='KAdaptation', phm_dim=4),
     'Mona': dict(type='Mona', bottleneck=8),
     'LoRand': dict(type='LoRand', branches=2, kernel=2),
-    'PATT': dict(type='PATT', mid=4),
+    'PATT': dict(type='PATT', bottleneck=4),
     'SNF': dict(type='SNF', flow_length=2),
+    'IA3': dict(type='IA3'),
 }
 # methods that leave the output unchanged at initialisation (SSF starts at N(1, .02) scales)
 # (ARC: MLP rescale xavier; Houlsby: near-identity truncated-normal init of both projections;
@@ -72,6 +73,7 @@ OWNS = {
     'LoRand': lambda n: '.lorand_attn.' in n or '.lorand_mlp.' in n,
     'PATT': lambda n: '.patt.' in n,
     'SNF': lambda n: '.snf_attn.' in n or '.snf_mlp.' in n,
+    'IA3': lambda n: 'peft.methods.ia3.' in n,
 }
 
 

@@ -18,7 +18,7 @@ from tests.test_models.test_specs_toolboxes import features, setup  # noqa: E402
 from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
                                       train_and_check_frozen)
 
-PREFIX = dict(type='PrefixTuning', length=3, mid=8)
+PREFIX = dict(type='PrefixTuning', length=3, bottleneck=8)
 
 
 @pytest.fixture(autouse=True)
@@ -277,7 +277,7 @@ def test_video_swin_training_round_trip_and_patt(tmp_path):
         assert torch.equal(model.backbone(x), fresh.backbone(x))
         assert (model.backbone(x) - plain(x)).abs().max() > 1e-4
 
-    composed = build([dict(type='PATT', mid=4), PREFIX])
+    composed = build([dict(type='PATT', bottleneck=4), PREFIX])
     composed.eval()
     block = composed.peft.spec.blocks[3]  # stage 1, shifted
     branch = block.attn.patt
@@ -318,10 +318,10 @@ def test_video_swin_b_counts():
     backbone = dict(type='SwinTransformer3D', arch='base', patch_size=(2, 4, 4),
                     window_size=(8, 7, 7), pretrained=None, pretrained2d=False)
     for method, count in ((default.to_dict(), 2_456_064),
-                          (dict(type='PrefixTuning', length=20, mid=169), 6_368_984),
-                          (dict(type='PrefixTuning', length=20, mid=512), 18_758_144)):
+                          (dict(type='PrefixTuning', length=20, bottleneck=169), 6_368_984),
+                          (dict(type='PrefixTuning', length=20, bottleneck=512), 18_758_144)):
         model = build_on_meta(MM, dict(type='vpetl_mm.PEFTBackbone', backbone=backbone,
                                        method=method))
         assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count, method
-        length, mid = method['length'], method['mid']
-        assert count == 12_032 * (length + 3 * mid + 2) + 24 * mid
+        length, width = method['length'], method['bottleneck']
+        assert count == 12_032 * (length + 3 * width + 2) + 24 * width

@@ -18,7 +18,7 @@ from tests.test_models.test_peft_backbone_mmpretrain import (TINY_SWIN, TINY_VIT
 from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
                                       train_and_check_frozen)
 
-BYPASS = dict(type='Res-Tuning-Bypass', length=4)
+BYPASS = dict(type='Res-Tuning-Bypass', bottleneck=4)
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +201,7 @@ def test_res_tuning_trains_round_trips_and_refuses_merge(backbone, tmp_path):
 
 
 @pytest.mark.parametrize('other,tag', [(dict(type='LoRA', rank=2, targets=('q', 'v')), 'lora'),
-                                       (dict(type='PrefixTuning', length=2, mid=4), '.prefix.')])
+                                       (dict(type='PrefixTuning', length=2, bottleneck=4), '.prefix.')])
 def test_res_tuning_composes(other, tag, tmp_path):
     """With LoRA (its deltas on q / v) and with prefix tuning (which shares the attention
     wrapper: keys / values and the per-head product on one attention)."""

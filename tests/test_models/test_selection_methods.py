@@ -269,7 +269,7 @@ def reference_gps_scores(plain, model, weights, data):
 def test_gps_selects_and_trains_only_selected_entries(tmp_path, backbone):
     plain, model = build(tmp_path, backbone, dict(type='GPS', connections=2))
     gps = method_of(model)
-    weights = [w for w, _ in gps._weights]
+    weights = list(gps._weights)
     with pytest.raises(RuntimeError, match='PEFTSelectionHook'):
         train_step(model, batches(1)[0])
     for p in model.parameters():
@@ -337,7 +337,7 @@ def test_gps_picks_largest_gradient_magnitudes(tmp_path):
     signed gradients."""
     _, model = build(tmp_path, 'vit', dict(type='GPS', connections=2))
     gps = method_of(model)
-    weights = [w for w, _ in gps._weights]
+    weights = list(gps._weights)
     g = torch.Generator().manual_seed(0)
     coefs = []
     for w in weights:
@@ -397,7 +397,7 @@ def test_gps_arguments_blocks_and_errors(tmp_path):
     _, model = build(tmp_path, 'vit', dict(type='GPS', blocks=[1]))
     gps = method_of(model)
     layer = model.backbone.layers[1]
-    tuned = {id(w) for w, _ in gps._weights}
+    tuned = {id(w) for w in gps._weights}
     assert tuned == {id(layer.attn.qkv.weight), id(layer.attn.proj.weight),
                      id(layer.ffn.layers[0][0].weight), id(layer.ffn.layers[1].weight),
                      id(model.backbone.patch_embed.projection.weight)}
@@ -433,7 +433,7 @@ def test_gps_masked_gradient_is_the_gradient_on_selected_entries(tmp_path):
     _, model = build(tmp_path, 'vit', dict(type='GPS', connections=2))
     gps = method_of(model)
     gps.select(model, iter(batches()))
-    weight, _ = gps._weights[0]
+    weight = gps._weights[0]
     idx = gps.connections_0
     data = model.data_preprocessor(batches(1, seed=5)[0], True)
     model.train()

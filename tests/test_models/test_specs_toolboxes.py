@@ -22,7 +22,7 @@ METHODS = {
     'ARC_att': dict(type='ARC_att', rank=4),
     'Compacter': dict(type='Compacter', bottleneck=4, phm_dim=2),
     'KAdaptation': dict(type='KAdaptation', phm_dim=4),
-    'PATT': dict(type='PATT', mid=4, targets=('q', 'v')),
+    'PATT': dict(type='PATT', bottleneck=4, targets=('q', 'v')),
 }
 OWNS = {
     'LoRA': lambda n: '.lora_' in n,
@@ -490,7 +490,7 @@ def test_selection_methods_in_recognizers(family, method, tmp_path):
     if method['type'] == 'SCT':
         assert all('.sct.' in n or not n.startswith('backbone.') for n in moved), moved
     else:
-        tuned = {id(w) for w, _ in selector._weights} | {id(b) for b in selector._biases}
+        tuned = {id(w) for w in selector._weights} | {id(b) for b in selector._biases}
         params = dict(model.named_parameters())
         assert all(id(params[n]) in tuned or not n.startswith('backbone.') for n in moved)
 

@@ -43,7 +43,7 @@ METHODS = {
     'dtl+': dict(type='DTL+', rank=2, kernel_size=3),
     'lora': dict(type='LoRA', rank=8, targets=('q', 'v')),
     'lst': dict(type='LST', reduction=8),
-    'res-tuning-bypass': dict(type='Res-Tuning-Bypass', length=10),
+    'res-tuning-bypass': dict(type='Res-Tuning-Bypass', bottleneck=10),
     'last': dict(type='LAST', rank=16, gap=1),
     'hst': dict(type='HST', dims=(32, 48, 64, 72), num_heads=(2, 4, 8, 12)),
     'snf': dict(type='SNF', flow_length=16),
@@ -52,7 +52,7 @@ METHODS = {
     'adaptformer': dict(type='AdaptFormer', bottleneck=64, scale=0.1, input_norm=False),
     'bitfit': dict(type='BitFit'),
     'mona': dict(type='Mona', bottleneck=64),
-    'prefix': dict(type='PrefixTuning', length=10, mid=64),
+    'prefix': dict(type='PrefixTuning', length=10, bottleneck=64),
     'linear': dict(type='LinearProbe'),
     'full': dict(type='FullFineTune'),
 }

@@ -79,16 +79,16 @@ METHODS: Dict[str, Method] = {
         'as AdaptFormer does on the ViT.'),
     'prefix': Method(
         'Prefix-tuning (learned key / value tokens from a tanh MLP in every attention layer)',
-        "dict(type='PrefixTuning', length=10, mid=64)",
-        "dict(type='PrefixTuning', length=10, mid=64)", (1880832, 2456064),
+        "dict(type='PrefixTuning', length=10, bottleneck=64)",
+        "dict(type='PrefixTuning', length=10, bottleneck=64)", (1880832, 2456064),
         "V-PETL reports 6.37M on Video Swin-B; its prefix code does not run as shipped and "
-        'its flags are not published (at its default 20 tokens only a mid width of 169 would '
-        "give 6.37M), so the sizes are vpetl_mm's image default (10 tokens, mid 64)."),
+        'its flags are not published (at its default 20 tokens only a bottleneck of 169 would '
+        "give 6.37M), so the sizes are vpetl_mm's image default (10 tokens, bottleneck 64)."),
     'bapat': Method(
         'BAPAT (AdaptFormer + PATT, composed)',
-        "[\n    " + ADAPTFORMER + ",\n    dict(type='PATT', mid=32, scale=0.2, "
+        "[\n    " + ADAPTFORMER + ",\n    dict(type='PATT', bottleneck=32, scale=0.2, "
         "targets=('k', 'v')),\n]",
-        "[\n    " + ADAPTFORMER + ",\n    dict(type='PATT', mid=128, scale=0.2, "
+        "[\n    " + ADAPTFORMER + ",\n    dict(type='PATT', bottleneck=128, scale=0.2, "
         "targets=('k', 'v')),\n]", (2093184, 6201088),
         'V-PETL reports 2.06M (ViT-B) and 6.18M (Video Swin-B); PATT is 32 wide on the ViT '
         'and 128 on the Swin, the widths those counts imply.'),

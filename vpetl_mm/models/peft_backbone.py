@@ -12,11 +12,12 @@ outputs and its state-dict keys are those of the plain backbone, so necks, heads
 detectors and model-zoo checkpoints work unchanged. The method's state sits at ``backbone.peft``
 (a :class:`PEFTState`).
 """
+import contextlib
 import copy
 import logging
 import os
 import zipfile
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.logging import MMLogger, print_log
@@ -26,16 +27,24 @@ from torch import nn
 from vpetl_mm.registry import MODELS, PEFT_METHODS
 
 from .specs.base import BackboneSpec, get_spec
+from .specs.record import AttachRecord, HookAttachment
 
 
 class PEFTState(nn.Module):
     """The PEFT methods attached to one backbone, kept at ``backbone.peft``.
 
+    Methods come in named sets; one set is active (attached) at a time. A backbone built by
+    :func:`PEFTBackbone` has one set, ``'default'``. More sets serve other tasks with the same
+    frozen backbone (:meth:`add_set`, :meth:`use`); the state dict holds the active set only, so
+    each set's trainable-only checkpoint is the one a single-set model would write.
+
     Attributes:
-        methods (nn.ModuleDict): the methods by name (``lora``, ``dtl``, or ``lora_1`` when a
-            type repeats); modules a method owns itself have keys ``peft.<name>.*``.
-        method_cfgs (list[dict]): the configs the methods were built from, stored with
+        methods (nn.ModuleDict): the methods of the active set by name (``lora``, ``dtl``, or
+            ``lora_1`` when a type repeats); modules a method owns itself have keys
+            ``peft.methods.<name>.*``.
+        method_cfgs (list[dict]): the configs the active set was built from, stored with
             trainable-only checkpoints so they can be rebuilt.
+        active (str): the name of the active set.
     """
 
     def __init__(self, spec: BackboneSpec, method_cfgs: List[dict]):
@@ -44,10 +53,18 @@ class PEFTState(nn.Module):
         self.method_cfgs = copy.deepcopy(method_cfgs)
         self.methods = nn.ModuleDict()
         self.merged = False
+        self.active = 'default'
+        self._inactive: Dict[str, tuple] = {}  # set name -> (methods, cfgs), detached
+        self._own: Optional[AttachRecord] = None  # the backbone hooks PEFTBackbone added
 
     @property
     def mergeable(self) -> bool:
         return all(m.mergeable for m in self.methods.values())
+
+    @property
+    def set_names(self) -> List[str]:
+        """Every set, the active one first."""
+        return [self.active] + list(self._inactive)
 
     def __deepcopy__(self, memo):
         """Refused: the methods reach the backbone through hooks and forwards bound to the
@@ -62,17 +79,175 @@ class PEFTState(nn.Module):
         for method in self.methods.values():
             method.begin_forward()
 
+    # -- building ---------------------------------------------------------------------------
+    def _build(self, cfgs: List[dict], methods: nn.ModuleDict) -> None:
+        """Build the methods of ``cfgs`` into ``methods`` and attach them, in order."""
+        for cfg in cfgs:
+            name = _method_name(cfg, methods)
+            method = build_method(cfg)
+            methods[name] = method
+            method.attach_to(self.spec.backbone, self.spec, name)
+
+    def _check_live(self, action: str) -> None:
+        if self.merged:
+            raise RuntimeError(f'cannot {action}: the methods were merged into the weights')
+
+    def _check_names(self, names) -> List[str]:
+        unknown = [n for n in names if n not in self.methods]
+        if unknown:
+            raise KeyError(f'no PEFT method {unknown} in the active set {self.active!r}; it has '
+                           f'{list(self.methods)}')
+        return list(names) or list(self.methods)
+
+    # -- disable / enable -------------------------------------------------------------------
+    def disable(self, *names: str) -> None:
+        """Stop the methods ``names`` (default: all of the active set) from acting: the backbone
+        computes what the plain one does, except for the other methods. Their modules stay (the
+        state dict keeps its keys); backbone tensors a method trains in place show their
+        original values until :meth:`enable` (a checkpoint saved meanwhile holds those)."""
+        self._check_live('disable')
+        off = set(self._check_names(names))
+        self._reapply(lambda name: name not in off and self.methods[name].record.enabled)
+
+    def enable(self, *names: str) -> None:
+        """Let the methods ``names`` (default: all) act again."""
+        self._check_live('enable')
+        on = set(self._check_names(names))
+        self._reapply(lambda name: name in on or self.methods[name].record.enabled)
+
+    def _reapply(self, keep_on) -> None:
+        """Take the behaviour of every method off and put it back on for those ``keep_on``
+        selects, in attach order (so composed methods act in their order)."""
+        wanted = {name: keep_on(name) for name in self.methods}
+        with self._own_hooks_last():
+            for method in reversed(list(self.methods.values())):
+                method.record.disable()
+            for name, method in self.methods.items():
+                if wanted[name]:
+                    method.record.enable()
+
+    @contextlib.contextmanager
+    def _own_hooks_last(self):
+        """Re-register the backbone hooks of :func:`PEFTBackbone` after the methods' (its
+        forward hook must run after theirs: it resets their per-forward state)."""
+        if self._own is not None:
+            self._own.disable()
+        yield
+        if self._own is not None:
+            self._own.enable()
+
+    @contextlib.contextmanager
+    def disabled(self, *names: str):
+        """``with backbone.peft.disabled(): ...`` runs the plain backbone (or without ``names``),
+        and restores the methods that were enabled on the way out."""
+        before = {n for n, m in self.methods.items() if m.record.enabled}
+        self.disable(*names)
+        try:
+            yield self
+        finally:
+            self._reapply(lambda name: name in before)
+
+    # -- detach -----------------------------------------------------------------------------
+    def detach(self, *names: str) -> None:
+        """Take the methods ``names`` off for good and drop them (their trained values too).
+
+        With no names every set goes: the hooks, modules and forwards of vpetl_mm leave the
+        backbone, ``backbone.peft`` included, and tuned backbone tensors get their original
+        values back, so outputs and state dict are the plain backbone's. The backbone stays
+        frozen.
+        """
+        self._check_live('detach')
+        if names:
+            for name in self._check_names(names):
+                self.methods[name].record.detach()
+                self.methods[name].record.forget()
+                del self.methods[name]
+            self.method_cfgs = [c for c, n in zip(self.method_cfgs, self._cfg_names())
+                                if n not in names]
+            return
+        for method in reversed(list(self.methods.values())):
+            method.record.detach()
+            method.record.forget()
+        for methods, _ in self._inactive.values():
+            for method in methods.values():
+                method.record.forget()
+        self.methods, self._inactive, self.method_cfgs = nn.ModuleDict(), {}, []
+        backbone = self.spec.backbone
+        if self._own is not None:
+            self._own.detach()
+        self.spec.release()
+        if backbone._modules.get('peft') is self:
+            del backbone._modules['peft']
+
+    def _cfg_names(self) -> List[str]:
+        """The method name each entry of :attr:`method_cfgs` got."""
+        taken = {}
+        for cfg in self.method_cfgs:
+            taken[_method_name(cfg, taken)] = None
+        return list(taken)
+
+    # -- sets -------------------------------------------------------------------------------
+    def add_set(self, name: str, method: Union[dict, Sequence[dict]]) -> None:
+        """Build the methods of ``method`` as the set ``name``, attached to the same frozen
+        backbone but left inactive (:meth:`use` switches to it). Each set owns its modules and
+        the backbone tensors it tunes in place (their values are swapped on :meth:`use`)."""
+        self._check_live('add a set')
+        if name in self.set_names:
+            raise ValueError(f'a PEFT method set named {name!r} exists: {self.set_names}')
+        cfgs = [dict(c) for c in _method_cfgs(method)]
+        self._take_off(self.methods)
+        methods = nn.ModuleDict()
+        try:
+            self._build(cfgs, methods)
+        finally:
+            self._take_off(methods)
+            with self._own_hooks_last():
+                self._put_on(self.methods)
+        self._inactive[name] = (methods, copy.deepcopy(cfgs))
+
+    def use(self, name: str) -> None:
+        """Make the set ``name`` the active one (the others stay built, detached)."""
+        self._check_live('switch sets')
+        if name == self.active:
+            return
+        if name not in self._inactive:
+            raise KeyError(f'no PEFT method set {name!r}; sets: {self.set_names}')
+        methods, cfgs = self._inactive.pop(name)
+        self._take_off(self.methods)
+        self._inactive[self.active] = (self.methods, self.method_cfgs)
+        device = next(iter(self.spec.backbone.parameters())).device
+        self.methods, self.method_cfgs, self.active = methods.to(device), cfgs, name
+        with self._own_hooks_last():
+            self._put_on(self.methods)
+
+    @staticmethod
+    def _take_off(methods: nn.ModuleDict) -> None:
+        for method in reversed(list(methods.values())):
+            method.record.detach()
+
+    @staticmethod
+    def _put_on(methods: nn.ModuleDict) -> None:
+        for method in methods.values():
+            method.record.reattach()
+
+    # -- merge ------------------------------------------------------------------------------
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold every method into the frozen weights; the backbone becomes a plain one."""
+        """Fold every method of the active set into the frozen weights; the backbone becomes a
+        plain one (other sets are dropped)."""
         if self.merged:
             return
         blocking = [n for n, m in self.methods.items() if not m.mergeable]
         if blocking:
             raise TypeError(f'cannot merge: method(s) {blocking} are not mergeable')
         for method in self.methods.values():
+            if not method.record.enabled:
+                raise RuntimeError(f'cannot merge the disabled method {method.record.name}: '
+                                   'enable it or detach it first')
+        for method in self.methods.values():
             method.merge()
         self.methods = nn.ModuleDict()
+        self._inactive = {}
         self.merged = True
 
 
@@ -266,16 +441,16 @@ def PEFTBackbone(backbone: Union[dict, nn.Module],
     for param in model.parameters():
         param.requires_grad_(False)
 
-    cfgs = _method_cfgs(method)
-    state = PEFTState(the_spec, [dict(c) for c in cfgs])
-    for cfg in cfgs:
-        name = _method_name(cfg, state.methods)
-        peft_method = build_method(cfg)
-        state.methods[name] = peft_method
-        peft_method.attach(model, the_spec)
+    cfgs = [dict(c) for c in _method_cfgs(method)]
+    state = PEFTState(the_spec, cfgs)
+    state._build(cfgs, state.methods)
     model.add_module('peft', state)
-    model.register_forward_pre_hook(lambda module, args: state.begin_forward())
-    model.register_forward_hook(lambda module, args, out: state.begin_forward())
+    state._own = AttachRecord('PEFTBackbone')
+    state._own.keep(
+        HookAttachment(lambda: model.register_forward_pre_hook(
+            lambda module, args: state.begin_forward())),
+        HookAttachment(lambda: model.register_forward_hook(
+            lambda module, args, out: state.begin_forward())))
     # Weights are final now: a later init_weights() of the enclosing model (Runner.train calls
     # it) must not re-initialise the pretrained backbone or zero-initialised method weights.
     for module in model.modules():

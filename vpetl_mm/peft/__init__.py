@@ -1,4 +1,11 @@
-"""PEFT methods, one module per method, registered in ``vpetl_mm.registry.PEFT_METHODS``."""
+"""PEFT methods, one module per method, registered in ``vpetl_mm.registry.PEFT_METHODS``.
+
+Every module of this package is imported here, so a new method file registers itself; the
+classes below are the package's public names.
+"""
+import importlib
+import pkgutil
+
 from .adapter import Adapter
 from .adapter_plus import AdapterPlus
 from .adaptformer import AdaptFormer
@@ -40,3 +47,6 @@ __all__ = [
     'VPTShallow', 'VPTDeep', 'LoRand', 'Mona', 'PATT', 'DyT', 'LST', 'HST', 'SNF',
     'ResTuning', 'ResTuningBypass', 'LAST', 'PrefixTuning', 'E3VA'
 ]
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f'{__name__}.{_module.name}')

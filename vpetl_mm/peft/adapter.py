@@ -4,37 +4,12 @@ Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019, in t
 placement of the V-PETL benchmark (after the MLP only), optionally with the second adapter of the
 Mona repository's Swin baseline (after the attention residual).
 """
-import math
 from typing import Optional, Sequence
-
-from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod, select_blocks
-
-
-class Bottleneck(nn.Module):
-    """``x -> up(Drop(GELU(down(x))))``: ``(..., C) -> (..., C)`` through a width-``d``
-    bottleneck.
-
-    ``down`` keeps ``nn.Linear``'s kaiming-uniform weight with a zero bias, ``up`` starts at zero,
-    so the bottleneck outputs exactly zero at initialisation and learns from the first step.
-    """
-
-    def __init__(self, dims: int, bottleneck: int, dropout: float = 0.0):
-        super().__init__()
-        self.down = nn.Linear(dims, bottleneck)
-        self.act = nn.GELU()
-        self.dropout = nn.Dropout(dropout)
-        self.up = nn.Linear(bottleneck, dims)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.up(self.dropout(self.act(self.down(x))))
+from .layers import BottleneckAdapter
 
 
 @PEFT_METHODS.register_module()
@@ -78,12 +53,10 @@ class Adapter(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'Adapter blocks'):
-            device = block.norm2.weight.device
-            adapter = Bottleneck(block.dims, self.bottleneck, self.dropout).to(device)
-            block.module.add_module('adapter', adapter)
-            block.mlp.register_forward_hook(
-                lambda module, args, out, adapter=adapter: out + adapter(out))
+            adapter = spec.add_module(block.module, 'adapter',
+                                      BottleneckAdapter(block.dims, self.bottleneck, dropout=self.dropout))
+            spec.on_output(block.mlp, lambda out, adapter=adapter: out + adapter(out))
             if self.attn_residual:
-                first = Bottleneck(block.dims, self.bottleneck, self.dropout).to(device)
-                block.module.add_module('adapter_attn', first)
+                first = spec.add_module(block.module, 'adapter_attn',
+                                        BottleneckAdapter(block.dims, self.bottleneck, dropout=self.dropout))
                 spec.on_attention_residual(block, lambda h, layout, first=first: h + first(h))

@@ -64,5 +64,5 @@ class AdapterPlus(PEFTMethod):
         for block in select_blocks(spec, self.blocks, 'Adapter+ blocks'):
             adapter = ScaledAdapter(block.dims, self.bottleneck,
                                     self.drop_path).to(block.norm1.weight.device)
-            block.module.add_module('adapter_plus', adapter)
+            spec.add_module(block.module, 'adapter_plus', adapter)
             spec.on_block_output(block, lambda y, layout, a=adapter: y + a(y))

@@ -3,43 +3,12 @@
 Chen et al., "AdaptFormer: Adapting Vision Transformers for Scalable Visual Recognition",
 NeurIPS 2022.
 """
-import math
 from typing import Optional, Sequence, Union
-
-import torch
-from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod, select_blocks
-
-
-class ParallelBottleneck(nn.Module):
-    """``h -> s * up(dropout(ReLU(down(LN(h)))))``, ``(..., C) -> (..., C)``.
-
-    ``down`` is kaiming-uniform with a zero bias and ``up`` is zero (the "lora" init of the
-    authors' code), so the branch starts at exactly zero. ``s`` is fixed or learnable.
-    """
-
-    def __init__(self, dims: int, bottleneck: int, scale: Union[float, str] = 1.0,
-                 dropout: float = 0.1, input_norm: bool = True):
-        super().__init__()
-        self.norm = nn.LayerNorm(dims) if input_norm else nn.Identity()
-        self.down = nn.Linear(dims, bottleneck)
-        self.act = nn.ReLU()
-        self.dropout = nn.Dropout(dropout)
-        self.up = nn.Linear(bottleneck, dims)
-        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
-        if scale == 'learnable':
-            self.scale = nn.Parameter(torch.ones(1))
-        else:
-            self.register_buffer('scale', torch.tensor(float(scale)), persistent=False)
-
-    def forward(self, h: Tensor) -> Tensor:
-        return self.up(self.dropout(self.act(self.down(self.norm(h))))) * self.scale
+from .layers import BottleneckAdapter
 
 
 @PEFT_METHODS.register_module()
@@ -79,16 +48,6 @@ class AdaptFormer(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'AdaptFormer blocks'):
-            branch = ParallelBottleneck(block.dims, self.bottleneck, self.scale, self.dropout,
-                                        self.input_norm).to(block.norm2.weight.device)
-            block.module.add_module('adaptformer', branch)
-            pending = {}
-
-            def run_branch(module, args, branch=branch, pending=pending):
-                pending['out'] = branch(args[0])
-
-            def add_branch(tokens, layout, pending=pending):
-                return tokens + pending.pop('out').reshape(tokens.shape)
-
-            block.norm2.register_forward_pre_hook(run_branch)
-            spec.on_block_output(block, add_branch)
+            branch = spec.add_module(block.module, 'adaptformer', BottleneckAdapter(
+                block.dims, self.bottleneck, 'relu', self.dropout, self.input_norm, self.scale))
+            spec.on_parallel(block, 'attn_residual', 'block_output', branch)

@@ -69,7 +69,7 @@ class ARC(PEFTMethod):
         self.dropout = dropout
         self.positions = tuple(positions)
         self.shared = nn.ParameterDict()  # '<position>_<stage>' -> U (C, d)
-        self._entries = []  # (block module, name, adapter, U key, norm hook, site to fold into)
+        self._entries = []  # (adapter, U key, site to fold into)
 
     def _shared(self, position: str, stage: int, dims: int, device) -> str:
         key = f'{position}_{stage}'
@@ -86,27 +86,19 @@ class ARC(PEFTMethod):
                 norm, site = ((block.norm1, block.sites['qkv']) if position == 'attn' else
                               (block.norm2, block.sites['fc1']))
                 key = self._shared(position, block.stage, block.dims, device)
-                adapter = ReComposedAdapter(block.dims, self.rank, self.dropout,
-                                            identity_init=position == 'attn').to(device)
-                name = f'arc_{position}'
-                block.module.add_module(name, adapter)
-                handle = norm.register_forward_hook(
-                    lambda m, args, out, a=adapter, k=key: a(out, self.shared[k]))
-                self._entries.append((block.module, name, adapter, key, handle, site))
+                adapter = spec.add_module(block.module, f'arc_{position}', ReComposedAdapter(
+                    block.dims, self.rank, self.dropout, identity_init=position == 'attn'))
+                spec.on_output(norm, lambda out, a=adapter, k=key: a(out, self.shared[k]))
+                self._entries.append((adapter, key, site))
 
-    @torch.no_grad()
-    def merge(self):
+    def fold(self):
         for *_, site in self._entries:
             if site.root().bias is None:
                 raise ValueError(f'cannot fold {type(self).__name__} into '
                                  f'{type(site.owner).__name__}.{site.weight_name}: the linear '
                                  'has no bias of its own')
-        for module, name, adapter, key, handle, site in self._entries:
+        for adapter, key, site in self._entries:
             site.merge_input_affine_(*adapter.as_affine(self.shared[key]))
-            handle.remove()
-            delattr(module, name)
-        self._entries = []
-        self.shared = nn.ParameterDict()
 
 
 @PEFT_METHODS.register_module(name='ARC_att')

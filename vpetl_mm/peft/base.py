@@ -1,18 +1,27 @@
 """The base class of every PEFT method."""
+import logging
 from typing import Dict, Iterable, List, Optional, Sequence
 
+import torch
+from mmengine.logging import print_log
 from torch import nn
+
+from vpetl_mm.models.specs.record import AttachRecord, recording
 
 
 class PEFTMethod(nn.Module):
     """A parameter-efficient method, attached once to a frozen backbone through its spec.
 
     Life cycle: the method is built from its config (``PEFT_METHODS``), then
-    :func:`vpetl_mm.models.PEFTBackbone` freezes the backbone and calls :meth:`attach`. The method
-    adds its modules either inside the backbone (next to the weight they adapt, e.g.
-    ``layers.0.attn.qkv.lora_q``) or in itself; the method object lives at ``backbone.peft.<name>``,
-    so modules it owns get keys ``peft.<name>.*``. Parameters it creates are trainable; frozen
-    backbone parameters it wants trained (full fine-tuning, bias tuning, ...) it re-enables.
+    :func:`vpetl_mm.models.PEFTBackbone` freezes the backbone and calls :meth:`attach_to`, which
+    runs :meth:`attach` while the spec records every change (:attr:`record`). The method adds its
+    modules either inside the backbone through ``spec.add_module`` (next to the weight they
+    adapt, e.g. ``layers.0.attn.qkv.lora_q``) or in itself; the method object lives at
+    ``backbone.peft.methods.<name>``, so modules it owns get keys ``peft.methods.<name>.*``.
+    Parameters it creates are trainable; frozen backbone tensors it wants trained (full
+    fine-tuning, bias tuning, ...) it passes to ``spec.tune``. It reaches the backbone only
+    through the spec's hook points, so the record can disable, detach and reattach it, and
+    :meth:`merge` needs only :meth:`fold`.
 
     Class attributes:
         mergeable (bool): whether :meth:`merge` folds the method exactly into the frozen weights,
@@ -52,15 +61,42 @@ class PEFTMethod(nn.Module):
         return None if tuned is None else sum(tuned.values())
 
     def attach(self, backbone: nn.Module, spec) -> None:
+        """Add the method to ``backbone`` through ``spec`` (implemented by every method)."""
         raise NotImplementedError(f'{type(self).__name__}.attach is missing')
+
+    def attach_to(self, backbone: nn.Module, spec, name: str = '') -> None:
+        """:meth:`attach`, recording what it does in :attr:`record`."""
+        self.record = AttachRecord(name or type(self).__name__)
+        with recording(self.record):
+            self.attach(backbone, spec)
 
     def begin_forward(self) -> None:
         """Called before every backbone forward; methods with per-forward state reset it."""
 
+    @torch.no_grad()
     def merge(self) -> None:
-        """Fold the method into the frozen weights and remove its modules and hooks."""
-        raise TypeError(f'{type(self).__name__} cannot be merged into the backbone weights: '
-                        'its update is not linear in them')
+        """Fold the method into the frozen weights (:meth:`fold`) and take its modules and hooks
+        off; backbone tensors it trained keep their values."""
+        if not self.mergeable:
+            raise TypeError(f'{type(self).__name__} cannot be merged into the backbone weights: '
+                            'its update is not linear in them')
+        self.fold()
+        self.record.settle()
+
+    def fold(self) -> None:
+        """Add the method's update to the frozen weights it adapts, checking first that every
+        fold is possible (a refused merge leaves the model untouched). Methods that only train
+        backbone tensors in place have nothing to fold."""
+
+
+def renamed_argument(method: str, old: str, old_value, new: str, new_value):
+    """The value of argument ``new`` of ``method``, taken from its former name ``old`` when a
+    config still passes that (with a deprecation warning in the log)."""
+    if old_value is None:
+        return new_value
+    print_log(f'{method}: the argument {old}= is now called {new}= ({old}={old_value} used); '
+              f'rename it in the config', logger='current', level=logging.WARNING)
+    return old_value
 
 
 def select_blocks(spec, blocks: Optional[Sequence[int]], key: str = 'blocks') -> List:

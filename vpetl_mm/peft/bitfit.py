@@ -32,7 +32,4 @@ class BitFit(PEFTMethod):
     def attach(self, backbone, spec):
         for name, param in backbone.named_parameters():
             if is_bias(name):
-                param.requires_grad_(True)
-
-    def merge(self):
-        pass
+                spec.tune(param)

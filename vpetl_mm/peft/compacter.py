@@ -125,6 +125,5 @@ class Compacter(PEFTMethod):
         for block in blocks:
             adapter = PHMAdapter(block.dims, self.bottleneck, self.phm_dim, self.rank,
                                  self.input_norm).to(device)
-            block.module.add_module('compacter', adapter)
-            block.mlp.register_forward_hook(
-                lambda module, args, out, adapter=adapter: adapter(out, self.phm_rule))
+            spec.add_module(block.module, 'compacter', adapter)
+            spec.on_output(block.mlp, lambda out, adapter=adapter: adapter(out, self.phm_rule))

@@ -167,14 +167,13 @@ class DyT(PEFTMethod):
         for block in blocks:
             modules = DyTBlockModules(block.dims, self.bottleneck, self.scale, self.dropout,
                                       self.experts)
-            block.module.add_module('dyt', modules.to(block.norm2.weight.device))
+            spec.add_module(block.module, 'dyt', modules)
             layouts = {}
             spec.on_block_input(block, lambda t, layout, d=layouts: d.update(last=layout))
-            block.norm2.register_forward_pre_hook(
-                lambda m, args, i=block.index, mod=modules, d=layouts: self._dispatch(
-                    args[0], mod, d['last'], i))
-            mlp_forward = block.mlp.forward
-            block.mlp.forward = (lambda z, i=block.index, f=mlp_forward: self._mlp(z, f, i))
+            spec.on_input(block.norm2, lambda h, i=block.index, mod=modules, d=layouts:
+                          self._dispatch(h, mod, d['last'], i))
+            spec.replace_forward(block.mlp, lambda forward, z, i=block.index:
+                                 self._mlp(z, forward, i))
 
     def begin_forward(self):
         self._state = {}  # (the rates stay until the next forward: the loss reads them)

@@ -65,29 +65,25 @@ class E3VA(PEFTMethod):
         self._no_grad = NoGradBlocks()
 
     def attach(self, backbone, spec):
-        toolbox = type(backbone).__module__.split('.')[0]
-        if toolbox not in ('mmseg', 'mmdet') or not hasattr(backbone, 'stages'):
+        if not getattr(spec, 'dense_stages', False):
             raise TypeError(f'E3VA feeds the stage outputs of a dense Swin (mmseg / mmdet '
-                            f'SwinTransformer); got {toolbox}.{type(backbone).__name__}')
+                            f'SwinTransformer); got {type(backbone).__module__.split(".")[0]}.'
+                            f'{type(backbone).__name__}')
         self.adapters = nn.ModuleList()
         device = spec.blocks[0].norm1.weight.device
         for block in spec.blocks:
             pair = nn.ModuleList(HighwayAdapter(block.dims, block.dims // self.factor,
                                                 self.branches, self.kernel) for _ in range(2))
             self.adapters.append(pair.to(device))
-            block.attn.register_forward_hook(
-                lambda m, a, out, p=pair: self._add(p[0], out))
-            block.mlp.register_forward_hook(
-                lambda m, a, out, p=pair: self._add(p[1], out))
-        self._no_grad.install(spec.blocks)
-        backbone.patch_embed.register_forward_hook(
-            lambda m, a, out: self._start(out[0]))
-        for i, stage in enumerate(backbone.stages):
-            stage.register_forward_hook(lambda m, a, out: self._stage_end(m, out))
-            norm = getattr(backbone, f'norm{i}', None)
-            if norm is not None:
-                for p in norm.parameters():
-                    p.requires_grad_(True)
+            spec.on_output(block.attn, lambda out, p=pair: self._add(p[0], out))
+            spec.on_output(block.mlp, lambda out, p=pair: self._add(p[1], out))
+        self._no_grad.install(spec, spec.blocks)
+        spec.on_patch_tokens(self._start)
+        for stage in range(spec.num_stages):
+            spec.on_stage_output(stage, lambda x, hw, s=stage: self._stage_end(spec, s, hw))
+        for norm in spec.stage_norms():
+            for p in norm.parameters():
+                spec.tune(p)
 
     def begin_forward(self):
         self._h = None
@@ -101,11 +97,9 @@ class E3VA(PEFTMethod):
         with torch.enable_grad() if self._no_grad.caller_grad() else torch.no_grad():
             self._h = self._h + adapter(branch.detach())
 
-    def _stage_end(self, stage, out):
-        """``(x_down, down_hw, x, hw)`` -> the highway as the stage output ``x``; the highway
-        continues through the stage's frozen patch merging."""
-        x_down, down_hw, _, hw = out
+    def _stage_end(self, spec, stage: int, hw) -> Tensor:
+        """The highway ``(B, H*W, C)`` as the output of ``stage`` (grid ``hw``); it continues
+        through the stage's frozen patch merging."""
         highway = self._h
-        if stage.downsample is not None:
-            self._h, _ = stage.downsample(highway, hw)
-        return x_down, down_hw, highway.to(x_down.dtype), hw
+        self._h, _ = spec.downsample(stage, highway, hw)
+        return highway

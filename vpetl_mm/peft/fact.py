@@ -80,8 +80,7 @@ class FacT(PEFTMethod):
                 term = LowRankTerm(lambda i=i, s=slot: self._attn_factors(i, s),
                                    rank_dropout=self.dropout)
                 block.sites[role].add_low_rank(term)
-                self._entries.append((block.sites[role], term,
-                                      lambda i=i, s=slot: self._attn_dw(i, s)))
+                self._entries.append((block.sites[role], lambda i=i, s=slot: self._attn_dw(i, s)))
             self._register(block.sites['fc1'], lambda x, i=i: self._fc1_delta(x, i),
                            lambda i=i: self._fc1_dw(i))
             self._register(block.sites['fc2'], lambda h, i=i: self._fc2_delta(h, i),
@@ -89,7 +88,7 @@ class FacT(PEFTMethod):
 
     def _register(self, site, delta, dw):
         site.add_delta(delta)
-        self._entries.append((site, delta, dw))
+        self._entries.append((site, dw))
 
     # -- forward: x (..., C) ---------------------------------------------------------------
     def _attn_factors(self, block: int, slot: int) -> Tuple[Tensor, Tensor]:
@@ -120,12 +119,9 @@ class FacT(PEFTMethod):
         return torch.cat([self._attn_dw(block, 4 + self.mlp_chunks + j)
                           for j in range(self.mlp_chunks)], 1)
 
-    @torch.no_grad()
-    def merge(self):
-        for site, delta, dw in self._entries:
+    def fold(self):
+        for site, dw in self._entries:
             site.merge_(dw())
-            site.remove_delta(delta)
-        self._entries = []
 
 
 @PEFT_METHODS.register_module(name='FacT-TT')

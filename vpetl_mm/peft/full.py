@@ -13,7 +13,4 @@ class FullFineTune(PEFTMethod):
 
     def attach(self, backbone, spec):
         for param in backbone.parameters():
-            param.requires_grad_(True)
-
-    def merge(self):
-        pass
+            spec.tune(param)

@@ -2,7 +2,7 @@
 
 Zhang et al., "Gradient-based Parameter Selection for Efficient Fine-Tuning", CVPR 2024.
 """
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import torch
 from mmengine.dist import all_reduce, get_world_size
@@ -75,7 +75,7 @@ class GPS(PEFTMethod):
         self.connections = connections
         self.temperature = temperature
         self.blocks = blocks
-        self._weights: List[Tuple[nn.Parameter, object]] = []  # (weight, grad hook handle)
+        self._weights: List[nn.Parameter] = []  # sparsely tuned (their gradients masked)
         self._biases: List[nn.Parameter] = []
         self._selecting = False
         self.register_buffer('selected', torch.tensor(False))
@@ -98,11 +98,11 @@ class GPS(PEFTMethod):
             self.register_buffer(f'connections_{i}', torch.full(
                 (weight.shape[0], self.connections), -1, dtype=torch.long,
                 device=weight.device))
-            weight.requires_grad_(True)
-            handle = weight.register_hook(lambda g, i=i: self._mask(g, i))
-            self._weights.append((weight, handle))
+            spec.tune(weight)
+            spec.on_gradient(weight, lambda g, i=i: self._mask(g, i))
+            self._weights.append(weight)
             if bias is not None:
-                bias.requires_grad_(True)
+                spec.tune(bias)
                 self._biases.append(bias)
 
     def _mask(self, grad: Tensor, i: int) -> Tensor:
@@ -121,13 +121,13 @@ class GPS(PEFTMethod):
         return bool(self.selected)
 
     def tuned_parameters(self) -> Dict[nn.Parameter, int]:
-        tuned = {w: w.shape[0] * self.connections for w, _ in self._weights}
+        tuned = {w: w.shape[0] * self.connections for w in self._weights}
         tuned.update((b, b.numel()) for b in self._biases)
         return tuned
 
     def select(self, model: nn.Module, batches: Iterable[dict]) -> str:
         model.eval()
-        weights = [w for w, _ in self._weights]
+        weights = self._weights
         totals = [torch.zeros_like(w) for w in weights]
         self._selecting = True
         seen = 0
@@ -161,7 +161,7 @@ class GPS(PEFTMethod):
                 f'weights from {seen} batches: {self.tuned_elements():,} tuned elements')
 
     def check_optimizer(self, optim_wrapper) -> None:
-        ids = {id(w) for w, _ in self._weights}
+        ids = {id(w) for w in self._weights}
         for k, group in enumerate(optim_wrapper.optimizer.param_groups):
             if group.get('weight_decay', 0) and any(id(p) in ids for p in group['params']):
                 raise ValueError(
@@ -170,10 +170,3 @@ class GPS(PEFTMethod):
                     'Set optim_wrapper.optimizer.weight_decay=0 (the authors use Adam, wd 0) or '
                     'exempt these weights through optim_wrapper.paramwise_cfg.')
 
-    def merge(self) -> None:
-        for weight, handle in self._weights:
-            handle.remove()
-            weight.requires_grad_(False)
-        for bias in self._biases:
-            bias.requires_grad_(False)
-        self._weights, self._biases = [], []

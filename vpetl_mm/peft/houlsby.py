@@ -4,32 +4,10 @@ Houlsby et al., "Parameter-Efficient Transfer Learning for NLP", ICML 2019.
 """
 from typing import Optional, Sequence
 
-from torch import Tensor, nn
-
 from vpetl_mm.registry import PEFT_METHODS
 
 from .base import PEFTMethod, select_blocks
-
-
-class HoulsbyBottleneck(nn.Module):
-    """``h -> h + up(GELU(down(h)))``, ``(..., C) -> (..., C)``, with near-identity init.
-
-    Both projections are drawn from a normal with std ``init_std`` truncated at two standard
-    deviations, biases zero (the paper's near-identity initialisation), so the adapter starts
-    close to the identity without being exactly it.
-    """
-
-    def __init__(self, dims: int, bottleneck: int, init_std: float):
-        super().__init__()
-        self.down = nn.Linear(dims, bottleneck)
-        self.act = nn.GELU()
-        self.up = nn.Linear(bottleneck, dims)
-        for linear in (self.down, self.up):
-            nn.init.trunc_normal_(linear.weight, std=init_std, a=-2 * init_std, b=2 * init_std)
-            nn.init.zeros_(linear.bias)
-
-    def forward(self, h: Tensor) -> Tensor:
-        return h + self.up(self.act(self.down(h)))
+from .layers import BottleneckAdapter
 
 
 @PEFT_METHODS.register_module(name='Houlsby')
@@ -66,12 +44,9 @@ class HoulsbyAdapter(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'Houlsby blocks'):
-            device = block.norm2.weight.device
-            attn_adapter = HoulsbyBottleneck(block.dims, self.bottleneck, self.init_std)
-            mlp_adapter = HoulsbyBottleneck(block.dims, self.bottleneck, self.init_std)
-            block.module.add_module('adapter_attn', attn_adapter.to(device))
-            block.module.add_module('adapter_mlp', mlp_adapter.to(device))
+            attn_adapter, mlp_adapter = (spec.add_module(block.module, name, BottleneckAdapter(
+                block.dims, self.bottleneck, init='trunc_normal', init_std=self.init_std,
+                residual=True)) for name in ('adapter_attn', 'adapter_mlp'))
             block.sites['proj'].add_output_transform(
                 lambda x, y, adapter=attn_adapter: adapter(y))
-            block.mlp.register_forward_hook(
-                lambda module, args, out, adapter=mlp_adapter: adapter(out))
+            spec.on_output(block.mlp, mlp_adapter)

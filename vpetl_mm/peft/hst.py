@@ -145,14 +145,14 @@ class HST(PEFTMethod):
         self.to(blocks[0].norm1.weight.device)
         for block in blocks:  # the authors train the frozen blocks' LayerNorms too
             for p in (*block.norm1.parameters(), *block.norm2.parameters()):
-                p.requires_grad_(True)
+                spec.tune(p)
         self._per_stage = per_stage
         self._last = blocks[-1].index
-        backbone.register_forward_pre_hook(lambda m, args: self._remember(args[0]))
+        spec.on_input(backbone, self._remember)
         for i, block in enumerate(blocks):
             spec.replace_block_input(block, lambda t, layout, i=i: self._insert(t, layout, i))
             spec.on_block_output(block, lambda t, layout, i=i: self._side_step(t, i))
-        backbone.register_forward_hook(lambda m, args, out: (self._pooled(), ))
+        spec.on_output(backbone, lambda out: (self._pooled(), ))
 
     def begin_forward(self):
         self._x = None

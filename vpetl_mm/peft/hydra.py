@@ -4,7 +4,6 @@ Kim et al., "Hydra: Multi-head Low-rank Adaptation for Parameter Efficient Fine-
 """
 from typing import Optional, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
@@ -87,30 +86,24 @@ class Hydra(PEFTMethod):
         self.dropout = dropout
         self.targets = tuple(targets)
         self.blocks = blocks
-        self._entries = []  # (site, branches, transform)
+        self._entries = []  # (site, branches): what fold() writes where
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'Hydra blocks'):
             for role in self.targets:
                 site = block.sites[role]
-                branches = HydraBranches(site.in_features, site.out_features, self.rank,
-                                         self.scale, self.dropout).to(site.weight.device)
-                site.owner.add_module('hydra', branches)
-                transform = (lambda x, y, b=branches: b(x, y))
-                site.add_output_transform(transform)
-                self._entries.append((site, branches, transform))
+                branches = spec.add_module(site.owner, 'hydra', HydraBranches(
+                    site.in_features, site.out_features, self.rank, self.scale, self.dropout))
+                site.add_output_transform(lambda x, y, b=branches: b(x, y))
+                self._entries.append((site, branches))
 
-    @torch.no_grad()
-    def merge(self):
-        for site, _, _ in self._entries:
+    def fold(self):
+        for site, _ in self._entries:
             if site.bias is None:
                 raise ValueError(f'cannot fold Hydra into {type(site.owner).__name__}.'
                                  f'{site.weight_name}: the linear has no bias of its own')
-        for site, branches, transform in self._entries:
+        for site, branches in self._entries:
             P, p = branches.par.affine()
             Q, q = branches.seq.affine()
             weight, bias = site.weight, site.bias
             site.merge_(P + Q @ weight, p + Q @ bias + q)
-            site.remove_delta(transform)
-            delattr(site.owner, 'hydra')
-        self._entries = []

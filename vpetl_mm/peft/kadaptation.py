@@ -106,21 +106,18 @@ class KAdaptation(PEFTMethod):
         self.targets = tuple(targets)
         self.blocks = blocks
         self.rules = nn.ModuleDict({t: SharedRule(phm_dim) for t in self.targets})
-        self._entries = []  # (site, layer, target, delta fn)
-        self._owners = []  # the attention modules holding a ``kadaptation`` layer
+        self._entries = []  # (site, layer, target): what fold() writes where
 
     def attach(self, backbone, spec):
         blocks = select_blocks(spec, self.blocks, 'KAdaptation blocks')
         self.rules.to(blocks[0].norm1.weight.device)
         for block in blocks:
             layer = KAdaptationLayer(block.dims, self.phm_dim, self.rank, self.targets)
-            block.attn.add_module('kadaptation', layer.to(block.norm1.weight.device))
-            self._owners.append(block.attn)
+            spec.add_module(block.attn, 'kadaptation', layer)
             for target in self.targets:
                 site = block.sites[target]
-                fn = (lambda x, layer=layer, t=target: self._delta(x, layer, t))
-                site.add_delta(fn)
-                self._entries.append((site, layer, target, fn))
+                site.add_delta(lambda x, layer=layer, t=target: self._delta(x, layer, t))
+                self._entries.append((site, layer, target))
 
     def _matrix(self, layer: KAdaptationLayer, target: str) -> Tensor:
         return layer.deltas[target].matrix(self.rules[target]())
@@ -130,15 +127,10 @@ class KAdaptation(PEFTMethod):
         h = F.dropout(self._matrix(layer, target), self.dropout, self.training)
         return self.scale * (x @ h) + layer.bias
 
-    @torch.no_grad()
-    def merge(self):
-        for site, _, _, _ in self._entries:
+    def fold(self):
+        for site, _, _ in self._entries:
             if site.bias is None:
                 raise ValueError(f'cannot fold KAdaptation into {type(site.owner).__name__}.'
                                  f'{site.weight_name}: the linear has no bias of its own')
-        for site, layer, target, fn in self._entries:
+        for site, layer, target in self._entries:
             site.merge_(self.scale * self._matrix(layer, target).t(), layer.bias)
-            site.remove_delta(fn)
-        for attn in self._owners:
-            delattr(attn, 'kadaptation')
-        self._entries, self._owners = [], []

@@ -81,7 +81,7 @@ class LAST(PEFTMethod):
         self.lsa = nn.ModuleList(LowRankSelfAttention(spec.blocks[0].dims, self.rank)
                                  for _ in range(n // self.gap))
         self.to(spec.blocks[0].norm1.weight.device)
-        self._no_grad.install(spec.blocks)
+        self._no_grad.install(spec, spec.blocks)
         for i, block in enumerate(spec.blocks):
             if (i + 1) % self.gap == 0:
                 spec.on_block_output(block, lambda t, layout, g=(i + 1) // self.gap - 1,

@@ -1,6 +1,6 @@
 """Small building blocks shared by several methods."""
 import math
-from typing import Callable
+from typing import Callable, Union
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +56,89 @@ class LowRankLinear(nn.Module):
         return f'{c_in} -> {r} -> {self.up.shape[0]}, scale={self.scale}'
 
 
+class BottleneckAdapter(nn.Module):
+    """The bottleneck adapter of the adapter family, ``(..., C) -> (..., C)``:
+    ``branch(x) = scale * up(dropout(act(down(norm(x)))))`` through a width-``bottleneck``
+    hidden layer; ``forward`` returns ``x + branch(x)`` with ``residual`` and ``branch(x)``
+    otherwise.
+
+    Args:
+        dims (int): token width ``C``.
+        bottleneck (int): hidden width ``d``.
+        act (str): ``'gelu'`` or ``'relu'``.
+        dropout (float): dropout after the activation (training only).
+        input_norm (bool): a trainable LayerNorm on the input (AdaptFormer's ``"in"``).
+        scale (float | 'learnable'): the fixed output scale, or a learnable scalar (init 1).
+        init (str): ``'lora'``: ``down`` kaiming-uniform (a=sqrt(5)), ``up`` zero, biases zero
+            (the branch is exactly zero and learns from the first step); ``'trunc_normal'``:
+            both weights N(0, ``init_std``) truncated at two std, biases zero (Houlsby's
+            near-identity); ``'xavier'``: xavier-uniform weights, biases N(0, 1e-6) (ms-swift's
+            Res-Tuning adapter).
+        init_std (float): the std of ``'trunc_normal'``.
+        zero_up (bool): zero ``up`` (weight and bias) after the init (``'xavier'``'s
+            ``zero_init_last``; implied by ``'lora'``).
+        residual (bool): ``forward`` adds the input.
+    """
+    ACTIVATIONS = {'gelu': nn.GELU, 'relu': nn.ReLU}
+
+    def __init__(self, dims: int, bottleneck: int, act: str = 'gelu', dropout: float = 0.0,
+                 input_norm: bool = False, scale: Union[float, str] = 1.0, init: str = 'lora',
+                 init_std: float = 0.02, zero_up: bool = False, residual: bool = False):
+        super().__init__()
+        if bottleneck < 1:
+            raise ValueError(f'bottleneck must be >= 1, got {bottleneck}')
+        if act not in self.ACTIVATIONS:
+            raise ValueError(f'act={act!r}: choose from {sorted(self.ACTIVATIONS)}')
+        if isinstance(scale, str) and scale != 'learnable':
+            raise ValueError(f"scale={scale!r}: a number or 'learnable'")
+        self.residual = residual
+        if input_norm:
+            self.norm = nn.LayerNorm(dims)
+        self.down = nn.Linear(dims, bottleneck)
+        self.act = self.ACTIVATIONS[act]()
+        self.dropout = nn.Dropout(dropout)
+        self.up = nn.Linear(bottleneck, dims)
+        if scale == 'learnable':
+            self.scale = nn.Parameter(torch.ones(1))
+        else:
+            self.scale = float(scale)
+        self._init(init, init_std, zero_up)
+
+    @torch.no_grad()
+    def _init(self, init: str, std: float, zero_up: bool) -> None:
+        if init == 'lora':
+            nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+            zero_up = True
+        elif init == 'trunc_normal':
+            for linear in (self.down, self.up):
+                nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+        elif init == 'xavier':
+            for linear in (self.down, self.up):
+                nn.init.xavier_uniform_(linear.weight)
+                nn.init.normal_(linear.bias, std=1e-6)
+        else:
+            raise ValueError(f"init={init!r}: choose 'lora', 'trunc_normal' or 'xavier'")
+        if init != 'xavier':
+            nn.init.zeros_(self.down.bias)
+            nn.init.zeros_(self.up.bias)
+        if zero_up:
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
+
+    def branch(self, x: Tensor) -> Tensor:
+        """The bottleneck alone, ``(..., C) -> (..., C)``."""
+        if hasattr(self, 'norm'):
+            x = self.norm(x)
+        out = self.up(self.dropout(self.act(self.down(x))))
+        return out if isinstance(self.scale, float) and self.scale == 1 else out * self.scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.branch(x) if self.residual else self.branch(x)
+
+    def extra_repr(self) -> str:
+        return f'scale={self.scale}, residual={self.residual}'
+
+
 class DropPath(nn.Module):
     """Stochastic depth on a residual branch ``x`` ``(B, ...)``: in training each sample's
     branch is zeroed with probability ``p`` and otherwise scaled by ``1 / (1 - p)``; the
@@ -92,12 +175,12 @@ class NoGradBlocks:
     def __init__(self):
         self._modes = []
 
-    def install(self, blocks) -> None:
+    def install(self, spec, blocks) -> None:
         """``blocks``: the spec's :class:`BlockInfo` list. Register this before the method's own
         block-output hooks, so those run with the caller's grad mode."""
         for block in blocks:
-            block.module.register_forward_pre_hook(lambda m, a: self._enter())
-            block.module.register_forward_hook(lambda m, a, out: self._exit())
+            spec.on_input(block.module, lambda x: self._enter())
+            spec.on_output(block.module, lambda out: self._exit())
 
     def reset(self) -> None:
         """Restore the caller's mode if a block raised mid-forward (call before a forward)."""

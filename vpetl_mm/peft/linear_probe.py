@@ -13,6 +13,3 @@ class LinearProbe(PEFTMethod):
 
     def attach(self, backbone, spec):
         pass
-
-    def merge(self):
-        pass

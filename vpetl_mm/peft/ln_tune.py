@@ -24,7 +24,4 @@ class LNTune(PEFTMethod):
         for module in backbone.modules():
             if isinstance(module, nn.LayerNorm):
                 for param in module.parameters(recurse=False):
-                    param.requires_grad_(True)
-
-    def merge(self):
-        pass
+                    spec.tune(param)

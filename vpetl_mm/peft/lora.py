@@ -52,23 +52,17 @@ class LoRA(PEFTMethod):
         self.targets = tuple(targets)
         self.dropout = dropout
         self.blocks = blocks
-        self._entries = []  # (site, owner attribute, LowRankLinear, its term); modules in owners
+        self._entries = []  # (site, LowRankLinear): what fold() writes where
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'LoRA blocks'):
             for role in self.targets:
                 site = block.sites[role]
-                name = f'lora_{role}'
-                layer = LowRankLinear(site.in_features, site.out_features, self.rank,
-                                      self.scale, self.dropout)
-                layer.to(site.weight.device)
-                site.owner.add_module(name, layer)
-                term = site.add_low_rank(layer.term())
-                self._entries.append((site, name, layer, term))
+                layer = spec.add_module(site.owner, f'lora_{role}', LowRankLinear(
+                    site.in_features, site.out_features, self.rank, self.scale, self.dropout))
+                site.add_low_rank(layer.term())
+                self._entries.append((site, layer))
 
-    def merge(self):
-        for site, name, layer, term in self._entries:
-            site.merge_(layer.delta_weight().detach())
-            site.remove_delta(term)
-            delattr(site.owner, name)
-        self._entries = []
+    def fold(self):
+        for site, layer in self._entries:
+            site.merge_(layer.delta_weight())

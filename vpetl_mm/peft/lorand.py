@@ -89,7 +89,7 @@ class LoRand(PEFTMethod):
             device = block.norm2.weight.device
             args = (block.dims, block.dims // self.factor, self.branches, self.kernel)
             first, second = LoRandAdapter(*args).to(device), LoRandAdapter(*args).to(device)
-            block.module.add_module('lorand_attn', first)
-            block.module.add_module('lorand_mlp', second)
+            spec.add_module(block.module, 'lorand_attn', first)
+            spec.add_module(block.module, 'lorand_mlp', second)
             block.sites['proj'].add_output_transform(lambda x, y, a=first: a(y))
-            block.mlp.register_forward_hook(lambda m, args, out, a=second: a(out))
+            spec.on_output(block.mlp, lambda out, a=second: a(out))

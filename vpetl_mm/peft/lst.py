@@ -93,7 +93,7 @@ class LST(PEFTMethod):
         self.to(device)
         first, last = spec.blocks[0], spec.blocks[-1]
         spec.on_block_input(first, lambda tokens, layout: self._start(tokens))
-        self._no_grad.install(spec.blocks)
+        self._no_grad.install(spec, spec.blocks)
         for i, block in enumerate(spec.blocks):
             spec.on_block_output(block, lambda tokens, layout, i=i, end=block is last:
                                  self._ladder(tokens, i, end))

@@ -107,7 +107,7 @@ class Mona(PEFTMethod):
             device = block.norm2.weight.device
             first = MonaAdapter(block.dims, self.bottleneck, self.dropout).to(device)
             second = MonaAdapter(block.dims, self.bottleneck, self.dropout).to(device)
-            block.module.add_module('mona_attn', first)
-            block.module.add_module('mona_mlp', second)
+            spec.add_module(block.module, 'mona_attn', first)
+            spec.add_module(block.module, 'mona_mlp', second)
             spec.on_attention_residual(block, first)
             spec.on_block_output(block, second)

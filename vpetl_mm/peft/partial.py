@@ -31,7 +31,4 @@ class PartialK(PEFTMethod):
                              'backbone')
         for block in spec.blocks[-self.k:]:
             for param in block.module.parameters():
-                param.requires_grad_(True)
-
-    def merge(self):
-        pass
+                spec.tune(param)

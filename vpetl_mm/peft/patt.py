@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
-from .base import PEFTMethod, select_blocks
+from .base import PEFTMethod, renamed_argument, select_blocks
 
 ROLES = ('q', 'k', 'v')
 
@@ -22,10 +22,10 @@ class ParallelAttentionBranch(nn.Module):
     exactly zero at initialisation; V-PETL's file leaves the init to its model's defaults).
     """
 
-    def __init__(self, dims: int, mid: int, outputs: int, scale: float):
+    def __init__(self, dims: int, bottleneck: int, outputs: int, scale: float):
         super().__init__()
-        self.down = nn.Linear(dims, mid)
-        self.up = nn.Linear(mid, outputs * dims)
+        self.down = nn.Linear(dims, bottleneck)
+        self.up = nn.Linear(bottleneck, outputs * dims)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         self.scale = scale
@@ -41,33 +41,36 @@ class PATT(PEFTMethod):
     attached to the attention module.
 
     Args:
-        mid (int): branch width. Defaults to 64 (V-PETL's training default).
+        bottleneck (int): branch width. Defaults to 64 (V-PETL's training default). (Formerly
+            ``mid``, still accepted.)
         scale (float): ``s``. Defaults to 0.2.
         targets (sequence of str): the adapted projections among ``q``, ``k``, ``v`` (modes
             ``patt_kv`` / ``_qv`` / ``_qk`` / ``_qkv``). Defaults to ``('k', 'v')``.
         blocks (sequence of int, optional): global block indices; all when ``None``.
 
-    ViT-B/16, mid 32: 12 x (768 x 32 + 32 + 32 x 1536 + 1536) = 903,552 parameters.
+    ViT-B/16, bottleneck 32: 12 x (768 x 32 + 32 + 32 x 1536 + 1536) = 903,552 parameters.
     """
     paper = ('Yu et al., Towards a Unified View on Visual Parameter-Efficient Transfer '
              'Learning (PATT / BAPAT), arXiv 2210.00788')
     placement = 'tanh bottleneck from the attention input added to the keys and values'
 
-    def __init__(self, mid: int = 64, scale: float = 0.2, targets: Sequence[str] = ('k', 'v'),
-                 blocks: Optional[Sequence[int]] = None):
+    def __init__(self, bottleneck: int = 64, scale: float = 0.2,
+                 targets: Sequence[str] = ('k', 'v'),
+                 blocks: Optional[Sequence[int]] = None, mid: Optional[int] = None):
         super().__init__()
         bad = [t for t in targets if t not in ROLES]
         if bad or not targets or len(set(targets)) != len(targets):
             raise ValueError(f'PATT targets={list(targets)}: choose distinct roles among q, k, v')
-        self.mid = mid
+        self.bottleneck = renamed_argument('PATT', 'mid', mid, 'bottleneck', bottleneck)
         self.scale = scale
         self.targets = tuple(t for t in ROLES if t in targets)
         self.blocks = blocks
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'PATT blocks'):
-            branch = ParallelAttentionBranch(block.dims, self.mid, len(self.targets), self.scale)
-            block.attn.add_module('patt', branch.to(block.norm1.weight.device))
+            branch = ParallelAttentionBranch(block.dims, self.bottleneck, len(self.targets),
+                                             self.scale)
+            spec.add_module(block.attn, 'patt', branch.to(block.norm1.weight.device))
             block.sites['qkv'].add_delta(
                 lambda x, b=branch, c=block.dims: self._to_qkv(b(x), c))
 

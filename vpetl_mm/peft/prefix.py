@@ -13,19 +13,19 @@ from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
-from .base import PEFTMethod, select_blocks
+from .base import PEFTMethod, renamed_argument, select_blocks
 
 
 class PrefixGenerator(nn.Module):
     """``length`` prefix keys and values from a reparameterisation:
     ``[P_k, P_v] = up(tanh(down(E)))`` with learned embeddings ``E`` ``(L, C)``; ``down``
-    ``C -> mid``, ``up`` ``mid -> 2C`` (V-PETL's ``wte`` + ``control_trans``)."""
+    ``C -> bottleneck``, ``up`` ``bottleneck -> 2C`` (V-PETL's ``wte`` + ``control_trans``)."""
 
-    def __init__(self, dims: int, length: int, mid: int):
+    def __init__(self, dims: int, length: int, bottleneck: int):
         super().__init__()
         self.embedding = nn.Parameter(torch.randn(length, dims))
-        self.down = nn.Linear(dims, mid)
-        self.up = nn.Linear(mid, 2 * dims)
+        self.down = nn.Linear(dims, bottleneck)
+        self.up = nn.Linear(bottleneck, 2 * dims)
 
     def forward(self, k: Tensor, v: Tensor):
         """``k``, ``v``: ``(B, heads, N, d)`` -> each with the ``L`` prefix tokens first."""
@@ -50,30 +50,33 @@ class PrefixTuning(PEFTMethod):
 
     Args:
         length (int): prefix tokens ``L`` per layer. Defaults to 10.
-        mid (int): width of the reparameterisation MLP. Defaults to 64.
+        bottleneck (int): width of the reparameterisation MLP. Defaults to 64. (Formerly
+            ``mid``, still accepted.)
         blocks (sequence of int, optional): global block indices; all when ``None``.
 
-    ViT-B/16, L=10, mid 64: 12 x (10 x 768 + 768 x 64 + 64 + 64 x 1536 + 1536) = 1,880,832
+    ViT-B/16, L=10, bottleneck 64: 12 x (10 x 768 + 768 x 64 + 64 + 64 x 1536 + 1536) = 1,880,832
     parameters. Video Swin-B (24 blocks, widths summing to 12,032) has
-    ``12,032 (L + 3 mid + 2) + 24 mid``: 2,456,064 at L=10, mid 64; V-PETL's 6.37M is met at
-    L=20 (its ``att_preseqlen``) only with mid 169 (6,368,984; mid 128: 4,888,064, mid 512:
+    ``12,032 (L + 3 b + 2) + 24 b`` (b the bottleneck): 2,456,064 at L=10, b=64; V-PETL's 6.37M is met at
+    L=20 (its ``att_preseqlen``) only with bottleneck 169 (6,368,984; 128: 4,888,064, 512:
     18,758,144).
     """
     paper = ('Li and Liang, Prefix-Tuning: Optimizing Continuous Prompts for Generation, '
              'ACL 2021')
     placement = 'learned key / value prefixes in every attention layer'
 
-    def __init__(self, length: int = 10, mid: int = 64,
-                 blocks: Optional[Sequence[int]] = None):
+    def __init__(self, length: int = 10, bottleneck: int = 64,
+                 blocks: Optional[Sequence[int]] = None, mid: Optional[int] = None):
         super().__init__()
-        if length < 1 or mid < 1:
-            raise ValueError(f'PrefixTuning length and mid must be >= 1, got {length}, {mid}')
+        bottleneck = renamed_argument('PrefixTuning', 'mid', mid, 'bottleneck', bottleneck)
+        if length < 1 or bottleneck < 1:
+            raise ValueError(f'PrefixTuning length and bottleneck must be >= 1, got {length}, '
+                             f'{bottleneck}')
         self.length = length
-        self.mid = mid
+        self.bottleneck = bottleneck
         self.blocks = blocks
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'PrefixTuning blocks'):
-            generator = PrefixGenerator(block.dims, self.length, self.mid)
+            generator = PrefixGenerator(block.dims, self.length, self.bottleneck)
             spec.on_attention_kv(block, generator)
-            block.attn.add_module('prefix', generator.to(block.norm1.weight.device))
+            spec.add_module(block.attn, 'prefix', generator.to(block.norm1.weight.device))

@@ -92,27 +92,21 @@ class RepAdapter(PEFTMethod):
         self.scale = scale
         self.dropout = dropout
         self.blocks = blocks
-        self._entries = []  # (block module, name, adapter, norm hook handle, site to fold into)
+        self._entries = []  # (adapter, site to fold into)
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'RepAdapter blocks'):
             for norm, site, name in ((block.norm1, block.sites['qkv'], 'repadapter_attn'),
                                      (block.norm2, block.sites['fc1'], 'repadapter_mlp')):
-                adapter = GroupLinearAdapter(block.dims, self.bottleneck, self.groups,
-                                             self.scale, self.dropout).to(norm.weight.device)
-                block.module.add_module(name, adapter)
-                handle = norm.register_forward_hook(
-                    lambda m, args, out, adapter=adapter: adapter(out))
-                self._entries.append((block.module, name, adapter, handle, site))
+                adapter = spec.add_module(block.module, name, GroupLinearAdapter(
+                    block.dims, self.bottleneck, self.groups, self.scale, self.dropout))
+                spec.on_output(norm, adapter)
+                self._entries.append((adapter, site))
 
-    @torch.no_grad()
-    def merge(self):
-        for *_, site in self._entries:
+    def fold(self):
+        for _, site in self._entries:
             if site.root().bias is None:
                 raise ValueError(f'cannot fold RepAdapter into {type(site.owner).__name__}.'
                                  f'{site.weight_name}: the linear has no bias of its own')
-        for module, name, adapter, handle, site in self._entries:
+        for adapter, site in self._entries:
             site.merge_input_affine_(*adapter.as_affine())
-            handle.remove()
-            delattr(module, name)
-        self._entries = []

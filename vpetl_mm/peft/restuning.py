@@ -14,34 +14,15 @@ from torch import Tensor, nn
 
 from vpetl_mm.registry import PEFT_METHODS
 
-from .base import PEFTMethod, select_blocks
-from .layers import NoGradBlocks
+from .base import PEFTMethod, renamed_argument, select_blocks
+from .layers import BottleneckAdapter, NoGradBlocks
 
 
-class ResAdapter(nn.Module):
-    """``x -> x + up(GELU(down(x)))`` with a width-``length`` bottleneck, ``(..., C) -> (..., C)``.
-
-    Xavier-uniform weights, biases N(0, 1e-6) (ms-swift's ``ResAdapter``); ``zero_init`` zeroes
-    the up projection (its ``zero_init_last``).
-    """
-
-    def __init__(self, dims: int, length: int, zero_init: bool):
-        super().__init__()
-        self.down = nn.Linear(dims, length)
-        self.up = nn.Linear(length, dims)
-        for linear in (self.down, self.up):
-            nn.init.xavier_uniform_(linear.weight)
-            nn.init.normal_(linear.bias, std=1e-6)
-        if zero_init:
-            nn.init.zeros_(self.up.weight)
-            nn.init.zeros_(self.up.bias)
-
-    def branch(self, x: Tensor) -> Tensor:
-        """The tuner alone, ``up(GELU(down(x)))``: the Res-Adapter beside a frozen operation."""
-        return self.up(nn.functional.gelu(self.down(x)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.branch(x)
+def res_adapter(dims: int, width: int, zero_init: bool) -> BottleneckAdapter:
+    """ms-swift's ``ResAdapter``: ``x -> x + up(GELU(down(x)))`` (``.branch`` without the ``x``)
+    of hidden width ``width``, xavier-uniform weights, biases N(0, 1e-6); ``zero_init`` zeroes
+    the up projection (its ``zero_init_last``)."""
+    return BottleneckAdapter(dims, width, init='xavier', zero_up=zero_init, residual=True)
 
 
 def attend_alone(q: Tensor, keys: Tensor, values: Tensor) -> Tensor:
@@ -108,9 +89,9 @@ class ResTuners(nn.Module):
         elif mha == 'prompt':
             self.mha = ResPrompt(dims, length)
         elif mha == 'adapter':
-            self.mha = ResAdapter(dims, bottleneck, zero_init=True)
+            self.mha = res_adapter(dims, bottleneck, zero_init=True)
         if ffn == 'adapter':
-            self.ffn = ResAdapter(dims, bottleneck, zero_init=True)
+            self.ffn = res_adapter(dims, bottleneck, zero_init=True)
 
 
 @PEFT_METHODS.register_module(name='Res-Tuning')
@@ -175,33 +156,16 @@ class ResTuning(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'Res-Tuning blocks'):
-            tuners = ResTuners(block.dims, self.mha, self.ffn, self.length, self.bottleneck)
-            block.module.add_module('restuning', tuners.to(block.norm1.weight.device))
+            tuners = spec.add_module(block.module, 'restuning', ResTuners(
+                block.dims, self.mha, self.ffn, self.length, self.bottleneck))
             if self.mha == 'prefix':
                 spec.on_attention_heads(block, tuners.mha)
             elif self.mha == 'prompt':
                 spec.on_attention_heads(block, lambda q, out, b=block, t=tuners.mha: t(q, out, b))
-            elif self.mha == 'adapter':
-                self._beside(block.norm1, tuners.mha, lambda fn, b=block:
-                             spec.on_attention_residual(b, fn))
-            if self.ffn == 'adapter':
-                self._beside(block.norm2, tuners.ffn, lambda fn, b=block:
-                             spec.on_block_output(b, fn))
-
-    @staticmethod
-    def _beside(norm: nn.Module, adapter: ResAdapter, add_to):
-        """Run ``adapter`` on the output of ``norm`` (the operation's input) and add it to the
-        tokens ``add_to`` hands over (the stream after that operation's residual add)."""
-        pending = {}
-
-        def run(module, args, out):
-            pending['out'] = adapter.branch(out)
-
-        def add(tokens, layout):
-            return tokens + pending.pop('out').reshape(tokens.shape)
-
-        norm.register_forward_hook(run)
-        add_to(add)
+            elif self.mha == 'adapter':  # beside the attention, read at its input
+                spec.on_parallel(block, 'attn_input', 'attn_residual', tuners.mha.branch)
+            if self.ffn == 'adapter':  # beside the MLP
+                spec.on_parallel(block, 'mlp_input', 'block_output', tuners.ffn.branch)
 
 
 @PEFT_METHODS.register_module(name='Res-Tuning-Bypass')
@@ -210,7 +174,7 @@ class ResTuningBypass(PEFTMethod):
     """A bypass beside the frozen blocks: ``b_0`` = the detached input of the first block, then
     per block ``b_i = lateral_i(y_i) + vertical_i(b_{i-1})`` with the detached block output
     ``y_i``; ``b_N`` replaces the last block's output (the backbone's final norm and output
-    formatting then apply). ``lateral`` / ``vertical`` are :class:`ResAdapter` tuners.
+    formatting then apply). ``lateral`` / ``vertical`` are :func:`res_adapter` tuners.
 
     No gradient reaches the backbone, so its blocks run with autograd off and keep no
     activations; only the taps and the bypass do. Plain ViTs (one width and sequence length).
@@ -218,21 +182,25 @@ class ResTuningBypass(PEFTMethod):
     Modules: ``peft.<name>.laterals`` / ``.verticals``.
 
     Args:
-        length (int): tuner bottleneck. Defaults to 10 (ms-swift's ``adapter_length``).
+        bottleneck (int): tuner width. Defaults to 10 (ms-swift's ``adapter_length``). (Formerly
+            ``length``, still accepted.)
         zero_init_last (bool): zero the tuners' up projections. Defaults to True.
 
-    ViT-B/16, length 10: 24 x 16,138 = 387,312 parameters.
+    ViT-B/16, bottleneck 10: 24 x 16,138 = 387,312 parameters.
     """
     paper = ('Jiang et al., Res-Tuning: A Flexible and Efficient Tuning Paradigm via Unbinding '
              'Tuner from Backbone, NeurIPS 2023')
     placement = ('bypass of lateral / vertical adapters on detached block outputs; replaces the '
                  'last block output')
 
-    def __init__(self, length: int = 10, zero_init_last: bool = True):
+    def __init__(self, bottleneck: int = 10, zero_init_last: bool = True,
+                 length: Optional[int] = None):
         super().__init__()
-        if length < 1:
-            raise ValueError(f'Res-Tuning-Bypass length must be >= 1, got {length}')
-        self.length = length
+        bottleneck = renamed_argument('Res-Tuning-Bypass', 'length', length, 'bottleneck',
+                                      bottleneck)
+        if bottleneck < 1:
+            raise ValueError(f'Res-Tuning-Bypass bottleneck must be >= 1, got {bottleneck}')
+        self.bottleneck = bottleneck
         self.zero_init_last = zero_init_last
         self._bypass = None
         self._no_grad = NoGradBlocks()
@@ -242,14 +210,14 @@ class ResTuningBypass(PEFTMethod):
             raise TypeError(f'Res-Tuning-Bypass runs one sequence beside the blocks; '
                             f'{type(spec).__name__} changes width or length between blocks')
         dims, n = spec.blocks[0].dims, len(spec.blocks)
-        self.laterals = nn.ModuleList(ResAdapter(dims, self.length, self.zero_init_last)
+        self.laterals = nn.ModuleList(res_adapter(dims, self.bottleneck, self.zero_init_last)
                                       for _ in range(n))
-        self.verticals = nn.ModuleList(ResAdapter(dims, self.length, self.zero_init_last)
+        self.verticals = nn.ModuleList(res_adapter(dims, self.bottleneck, self.zero_init_last)
                                        for _ in range(n))
         self.to(spec.blocks[0].norm1.weight.device)
         last = spec.blocks[-1]
         spec.on_block_input(spec.blocks[0], lambda t, layout: self._start(t))
-        self._no_grad.install(spec.blocks)
+        self._no_grad.install(spec, spec.blocks)
         for i, block in enumerate(spec.blocks):
             spec.on_block_output(block, lambda t, layout, i=i, end=block is last:
                                  self._step(t, i, end))

@@ -82,8 +82,7 @@ class SCT(PEFTMethod):
         self.mode = mode
         self.mergeable = mode == 'mlp'
         self.blocks = blocks
-        self._adapters = []  # (block, adapter, fc2 transform or None)
-        self._handles = []
+        self._adapters = []  # (block, adapter)
         self._stats: Optional[Dict[int, Dict[int, Tensor]]] = None  # selection pass state
         self._labels: Optional[Tensor] = None
 
@@ -92,19 +91,17 @@ class SCT(PEFTMethod):
             if self.top_n > block.dims:
                 raise ValueError(f'SCT top_n={self.top_n} exceeds the {block.dims} channels of '
                                  f'block {block.index}')
-            adapter = ChannelAdapter(self.top_n).to(block.norm2.weight.device)
-            block.module.add_module('sct', adapter)
+            adapter = spec.add_module(block.module, 'sct', ChannelAdapter(self.top_n))
             if self.mode == 'attn':
-                self._handles.append(spec.on_attention_residual(
+                spec.on_attention_residual(
                     block, lambda h, layout, a=adapter, i=block.index: self._attn_hook(
-                        h, a, layout, i)))
-                transform = None
+                        h, a, layout, i))
             else:
-                transform = (lambda x, y, a=adapter: self._mlp_transform(y, a))
-                block.sites['fc2'].add_output_transform(transform)
-                self._handles.append(spec.on_block_output(
-                    block, lambda t, layout, i=block.index: self._observe(t, layout, i)))
-            self._adapters.append((block, adapter, transform))
+                block.sites['fc2'].add_output_transform(
+                    lambda x, y, a=adapter: self._mlp_transform(y, a))
+                spec.on_block_output(
+                    block, lambda t, layout, i=block.index: self._observe(t, layout, i))
+            self._adapters.append((block, adapter))
 
     # -- forward ------------------------------------------------------------------------------
     def _check(self):
@@ -128,7 +125,7 @@ class SCT(PEFTMethod):
 
     # -- selection ----------------------------------------------------------------------------
     def is_selected(self) -> bool:
-        return all(bool((a.index >= 0).all()) for _, a, _ in self._adapters)
+        return all(bool((a.index >= 0).all()) for _, a in self._adapters)
 
     def _observe(self, h: Tensor, layout, index: int):
         """Accumulate per-class sums of squares ``(C,)`` of ``h`` ``(B, ..., C)``."""
@@ -155,7 +152,7 @@ class SCT(PEFTMethod):
             self._stats = None
         if not stats:
             raise RuntimeError('SCT selection pass saw no data: the training dataloader is empty')
-        for block, adapter, _ in self._adapters:
+        for block, adapter in self._adapters:
             score = self._class_aware_score(stats[block.index])
             adapter.index.copy_(torch.topk(score, self.top_n).indices.sort().values)
         first = self._adapters[0][1].index[:8].tolist()
@@ -187,12 +184,15 @@ class SCT(PEFTMethod):
         if self.mode != 'mlp':
             raise TypeError("SCT mode='attn' acts on the residual stream and cannot be merged; "
                             "mode='mlp' can")
+        super().merge()
+
+    def fold(self):
         self._check()
-        for block, _, _ in self._adapters:
+        for block, _ in self._adapters:
             site = block.sites['fc2']
             if site.bias is None:
                 raise ValueError('cannot fold SCT into fc2: the linear has no bias of its own')
-        for block, adapter, transform in self._adapters:
+        for block, adapter in self._adapters:
             site = block.sites['fc2']
             idx = adapter.index
             mix = torch.eye(self.top_n, device=idx.device) + adapter.weight
@@ -201,8 +201,3 @@ class SCT(PEFTMethod):
             new_w[idx] = mix @ weight[idx]
             new_b[idx] = mix @ bias[idx] + adapter.bias
             site.merge_(new_w - weight, new_b - bias)
-            site.remove_delta(transform)
-            delattr(block.module, 'sct')
-        for handle in self._handles:
-            handle.remove()
-        self._adapters, self._handles = [], []

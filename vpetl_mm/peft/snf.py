@@ -85,8 +85,8 @@ class SNF(PEFTMethod):
             device = block.norm1.weight.device
             first = NormalizingFlow(block.dims, self.flow_length, self.recompute).to(device)
             second = NormalizingFlow(block.dims, self.flow_length, self.recompute).to(device)
-            block.module.add_module('snf_attn', first)
-            block.module.add_module('snf_mlp', second)
+            spec.add_module(block.module, 'snf_attn', first)
+            spec.add_module(block.module, 'snf_mlp', second)
             saved = {}
             spec.on_block_input(block, lambda x, layout, d=saved: d.update(x=x))
             spec.on_attention_residual(

@@ -57,56 +57,46 @@ class SSF(PEFTMethod):
     def __init__(self, init_std: float = 0.02):
         super().__init__()
         self.init_std = init_std
-        self._sites = []    # (LinearSite, ScaleShift, registered transform)
-        self._wrapped = []  # (norm or conv module, ScaleShift, hook handle)
+        self._sites = []    # (LinearSite, ScaleShift)
+        self._wrapped = []  # (norm or conv module, ScaleShift)
 
     def attach(self, backbone, spec):
         conv = spec.patch_projection()
-        self._wrap_module(conv, conv.out_channels, dim=1)
+        self._wrap_module(spec, conv, conv.out_channels, dim=1)
         for block in spec.blocks:
             for norm in (block.norm1, block.norm2):
-                self._wrap_module(norm, norm.weight.shape[0], dim=-1)
+                self._wrap_module(spec, norm, norm.weight.shape[0], dim=-1)
             for role in ('qkv', 'proj', 'fc1', 'fc2'):
                 site = block.sites[role]
-                ssf = ScaleShift(site.out_features, -1, self.init_std).to(site.weight.device)
-                site.owner.add_module('ssf', ssf)
-                transform = (lambda x, y, ssf=ssf: ssf(y))
-                site.add_output_transform(transform)
-                self._sites.append((site, ssf, transform))
+                ssf = spec.add_module(site.owner, 'ssf',
+                                      ScaleShift(site.out_features, -1, self.init_std))
+                site.add_output_transform(lambda x, y, ssf=ssf: ssf(y))
+                self._sites.append((site, ssf))
         for norm in spec.outer_norms():
-            self._wrap_module(norm, norm.weight.shape[0], dim=-1)
+            self._wrap_module(spec, norm, norm.weight.shape[0], dim=-1)
 
-    def _wrap_module(self, module, channels, dim):
+    def _wrap_module(self, spec, module, channels, dim):
         if hasattr(module, 'ssf'):
             return  # the same module reached twice (e.g. a shared norm)
-        ssf = ScaleShift(channels, dim, self.init_std).to(module.weight.device)
-        module.add_module('ssf', ssf)
-        handle = module.register_forward_hook(lambda m, args, out, ssf=ssf: ssf(out))
-        self._wrapped.append((module, ssf, handle))
+        ssf = spec.add_module(module, 'ssf', ScaleShift(channels, dim, self.init_std))
+        spec.on_output(module, ssf)
+        self._wrapped.append((module, ssf))
 
-    @torch.no_grad()
-    def merge(self):
+    def fold(self):
         # check everything first, so a refused merge leaves the model untouched
-        for site, _, _ in self._sites:
+        for site, _ in self._sites:
             if site.bias is None:
                 raise ValueError(f'cannot fold SSF into {type(site.owner).__name__}.'
                                  f'{site.weight_name}: the linear has no bias of its own to '
                                  'take the shift')
-        for module, _, _ in self._wrapped:
+        for module, _ in self._wrapped:
             if getattr(module, 'weight', None) is None or getattr(module, 'bias', None) is None:
                 raise ValueError(f'cannot fold SSF into {type(module).__name__}: it has no '
                                  'bias of its own to take the shift (e.g. mmseg ViT with '
                                  'patch_bias=False, a LayerNorm without affine)')
-        for site, ssf, transform in self._sites:
+        for site, ssf in self._sites:
             site.merge_affine_(ssf.scale, ssf.shift)
-            site.remove_delta(transform)
-            for name, child in list(site.owner.named_children()):
-                if child is ssf:
-                    delattr(site.owner, name)
-        for module, ssf, handle in self._wrapped:
+        for module, ssf in self._wrapped:
             scale = ssf.scale.view([-1] + [1] * (module.weight.dim() - 1))
             module.weight.mul_(scale)
             module.bias.mul_(ssf.scale).add_(ssf.shift)
-            handle.remove()
-            delattr(module, 'ssf')
-        self._sites, self._wrapped = [], []

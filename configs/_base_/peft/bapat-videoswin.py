@@ -5,6 +5,6 @@
 # post-attention stream beside it.
 peft_method = [
     dict(type='AdaptFormer', bottleneck=64, scale=0.1, input_norm=False),
-    dict(type='PATT', mid=128, scale=0.2, targets=('k', 'v')),
+    dict(type='PATT', bottleneck=128, scale=0.2, targets=('k', 'v')),
 ]
 peft_backbone = dict()

@@ -4,6 +4,6 @@
 # parameters on ViT-B (V-PETL reports 2.06M on VideoMAE ViT-B).
 peft_method = [
     dict(type='AdaptFormer', bottleneck=64, scale=0.1, input_norm=False),
-    dict(type='PATT', mid=32, scale=0.2, targets=('k', 'v')),
+    dict(type='PATT', bottleneck=32, scale=0.2, targets=('k', 'v')),
 ]
 peft_backbone = dict()

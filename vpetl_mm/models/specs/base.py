@@ -8,7 +8,14 @@ A method never names a backbone's modules. It asks the spec for
   ``v``), ``proj``, ``fc1``, ``fc2``. A site adds registered output deltas to the linear map and
   can fold a weight update into the frozen weight (merge);
 * block input/output hooks that see the token sequence as ``(B, N, C)`` together with its
-  :class:`TokenLayout` (prefix tokens such as cls, then a spatial or spatio-temporal grid).
+  :class:`TokenLayout` (prefix tokens such as cls, then a spatial or spatio-temporal grid);
+* the other hook points a method may use (see "Hook points" in :class:`BackboneSpec`).
+
+Every hook point returns an :class:`~vpetl_mm.models.specs.record.AttachHandle` and writes what it
+did to the record of the method being attached, so that the method can be disabled, detached and
+reattached (:mod:`vpetl_mm.models.specs.record`). Methods add modules with :meth:`add_module` and
+train backbone tensors with :meth:`tune`; they never register torch hooks or replace a forward
+themselves.
 
 One spec subclass per backbone family lives in this package and is registered in
 ``BACKBONE_SPECS``; :func:`get_spec` picks the one whose ``backbone_classes`` match.
@@ -22,6 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vpetl_mm.registry import BACKBONE_SPECS
+
+from .record import (AttachHandle, AttachRecord, AttributeAttachment, CallAttachment,
+                     HookAttachment, ModuleAttachment, TunedTensor, keep)
 
 LINEAR_ROLES = ('qkv', 'q', 'k', 'v', 'proj', 'fc1', 'fc2')
 
@@ -151,27 +161,34 @@ class LinearSite:
     def root(self) -> 'LinearSite':
         return self.parent.root() if self.parent is not None else self
 
-    def add_delta(self, fn: Callable[[Tensor], Tensor]) -> None:
-        """Add ``fn(x)`` to this site's output rows on every forward."""
-        root = self.root()
-        root._deltas.append((self.rows, fn))
-        root._on_first_delta()
+    def add_delta(self, fn: Callable[[Tensor], Tensor]) -> AttachHandle:
+        """Add ``fn(x)`` to this site's output rows on every forward; returns its handle."""
+        return self._keep('_deltas', (self.rows, fn), fn)
 
     def add_low_rank(self, term: LowRankTerm) -> LowRankTerm:
         """Add the low-rank ``term`` to this site's output rows on every forward; returns it
         (pass it to :meth:`remove_delta` to take it away)."""
-        root = self.root()
-        root._low_rank.append((self.rows, term))
-        root._on_first_delta()
+        self._keep('_low_rank', (self.rows, term), term)
         return term
 
-    def add_output_transform(self, fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    def add_output_transform(self, fn: Callable[[Tensor, Tensor], Tensor]) -> AttachHandle:
         """Replace the output ``y`` (all rows, deltas included) by ``fn(x, y)`` on every
-        forward, ``x`` being the linear's input."""
+        forward, ``x`` being the linear's input; returns its handle."""
         if self.parent is not None:
             raise ValueError('output transforms act on a whole linear, not on a row slice')
-        self._transforms.append(fn)
-        self._on_first_delta()
+        return self._keep('_transforms', fn, fn)
+
+    def _keep(self, kind: str, entry, fn) -> AttachHandle:
+        """Register ``entry`` in the root's list ``kind`` and record it (undone by removing
+        ``fn``)."""
+        root = self.root()
+
+        def add():
+            getattr(root, kind).append(entry)
+            root._on_first_delta()
+
+        add()
+        return keep(CallAttachment(add, lambda: root.remove_delta(fn)))
 
     def remove_delta(self, fn: Callable[[Tensor], Tensor]) -> None:
         """Remove a delta or an output transform."""
@@ -315,7 +332,31 @@ class BackboneSpec:
     """Base of the per-family specs; see the module docstring.
 
     Subclasses set ``backbone_classes`` (``'package.ClassName'`` strings matched against the
-    backbone's class) and implement :meth:`_build_blocks` and :meth:`_layout`.
+    backbone's class) and implement :meth:`_build_blocks` and :meth:`_layout`. What the spec
+    itself installs (its own hooks, replaced forwards) is kept in its own record and taken off
+    by :meth:`release`.
+
+    Hook points (each returns an :class:`AttachHandle`; "replace" hooks return the new value,
+    observers return nothing):
+
+    ==========================  ================================================================
+    :meth:`on_block_input`      observe a block's input tokens ``(B, N, C)`` and layout
+    :meth:`replace_block_input` replace them (extra tokens where :attr:`accepts_extra_tokens`)
+    :meth:`on_block_output`     replace a block's output tokens
+    :meth:`on_attention_kv`     keys / values ``(B, heads, N, d)`` before the attention product
+    :meth:`on_attention_heads`  the per-head product before the heads merge
+    :meth:`on_attention_residual`  the stream ``h = x + attn`` that feeds ``norm2`` and the skip
+    :meth:`on_parallel`         run a branch on one point of a block, add it at a later one
+    :meth:`on_output`           replace the output of a module the spec hands out
+                                (``BlockInfo.attn`` / ``mlp`` / ``norm1`` / ``norm2``,
+                                :meth:`patch_projection`, :meth:`outer_norms`, the backbone)
+    :meth:`on_input`            observe or replace the first input of such a module
+    :meth:`replace_forward`     run ``fn(original_forward, *args)`` instead of its forward
+    :meth:`on_gradient`         pass a backbone tensor's gradient through ``fn``
+    ``LinearSite.add_*``        deltas and output transforms of the linear roles
+    :meth:`add_module`          add a method module inside the backbone
+    :meth:`tune`                train a backbone tensor in place
+    ==========================  ================================================================
     """
     backbone_classes: Sequence[str] = ()
     #: grid rank of the tokens: 2 for images, 3 for video
@@ -326,8 +367,9 @@ class BackboneSpec:
 
     def __init__(self, backbone: nn.Module):
         self.backbone = backbone
+        self._own = AttachRecord('spec')
         self._input_shape: Optional[torch.Size] = None
-        backbone.register_forward_pre_hook(self._remember_input)
+        self._own_hook(backbone, self._remember_input, pre=True)
         self.blocks: List[BlockInfo] = self._build_blocks()
         self.num_stages = 1 + max(b.stage for b in self.blocks)
 
@@ -341,6 +383,11 @@ class BackboneSpec:
     def _remember_input(self, module, args):
         self._input_shape = args[0].shape
 
+    def release(self) -> None:
+        """Take off what the spec installed itself (call once no method is attached)."""
+        self._own.detach()
+        self._own.forget()
+
     # -- to implement -----------------------------------------------------------------------
     def _build_blocks(self) -> List[BlockInfo]:
         raise NotImplementedError(f'{type(self).__name__} must list its blocks')
@@ -348,6 +395,79 @@ class BackboneSpec:
     def _layout(self, block: BlockInfo, tokens: Tensor, args: tuple) -> TokenLayout:
         """The layout of ``tokens`` ``(B, N, C)`` entering ``block`` called with ``args``."""
         raise NotImplementedError(f'{type(self).__name__} must describe its token layout')
+
+    # -- recorded primitives ----------------------------------------------------------------
+    @staticmethod
+    def _hook(module: nn.Module, hook: Callable, pre: bool = False) -> HookAttachment:
+        register = module.register_forward_pre_hook if pre else module.register_forward_hook
+        return HookAttachment(lambda: register(hook))
+
+    def _own_hook(self, module: nn.Module, hook: Callable, pre: bool = False) -> None:
+        """A hook of the spec itself (input shapes, grids), kept until :meth:`release`."""
+        self._own.keep(self._hook(module, hook, pre))
+
+    def _own_attribute(self, module: nn.Module, name: str, value) -> None:
+        """Set ``module.<name>`` for the spec itself (an installed forward), until
+        :meth:`release`."""
+        self._own.keep(AttributeAttachment(module, name, value))
+
+    def _install_forward(self, module: nn.Module, forward: Callable) -> nn.Module:
+        """Replace ``module.forward`` by ``forward`` bound to it, once (later calls keep it);
+        the class's own forward stays reachable as ``type(module).forward``."""
+        if not module.__dict__.get('_vpetl_wrapped', False):
+            self._own_attribute(module, 'forward', types.MethodType(forward, module))
+            self._own_attribute(module, '_vpetl_wrapped', True)
+        return module
+
+    def _add_transform(self, attn: nn.Module, kind: str, fn: Callable) -> AttachHandle:
+        """Append ``fn`` to the list ``attn.<kind>`` the installed attention forward reads."""
+        if kind not in attn.__dict__:
+            self._own_attribute(attn, kind, [])
+        items = attn.__dict__[kind]
+        items.append(fn)
+        return keep(CallAttachment(lambda: items.append(fn),
+                                   lambda: items.remove(fn) if fn in items else None))
+
+    def add_module(self, parent: nn.Module, name: str, module: nn.Module) -> nn.Module:
+        """Add the method module ``module`` as ``parent.<name>`` (state-dict key next to the
+        weights it adapts), on ``parent``'s device; refuses a taken name. Returns ``module``."""
+        keep(ModuleAttachment(parent, name, module))
+        return module
+
+    def tune(self, tensor: Tensor) -> AttachHandle:
+        """Train the frozen backbone ``tensor`` in place. Its current value is kept (on the CPU)
+        so that disabling or detaching the method shows the original again. A tensor an earlier
+        method already trains is left to that method."""
+        if tensor.requires_grad:
+            return AttachHandle([])
+        return keep(TunedTensor(tensor))
+
+    def on_gradient(self, tensor: Tensor, fn: Callable[[Tensor], Optional[Tensor]]):
+        """Pass the gradient of the backbone ``tensor`` through ``fn`` (a masking of sparse
+        updates); returns a handle."""
+        return keep(HookAttachment(lambda: tensor.register_hook(fn)))
+
+    def on_output(self, module: nn.Module, fn: Callable[[object], object]) -> AttachHandle:
+        """Replace the output of ``module`` (one the spec hands out) by ``fn(output)``; ``fn``
+        returning ``None`` leaves it (an observer). The output is what the module returns:
+        ``(B, N, C)`` tokens for the branch modules and norms of a block."""
+        return keep(self._hook(module, lambda m, args, out: fn(out)))
+
+    def on_input(self, module: nn.Module, fn: Callable[[object], object]) -> AttachHandle:
+        """Replace the first positional input of ``module`` by ``fn(x)``; ``None`` leaves it."""
+
+        def hook(m, args):
+            new = fn(args[0])
+            return None if new is None else (new, ) + tuple(args[1:])
+
+        return keep(self._hook(module, hook, pre=True))
+
+    def replace_forward(self, module: nn.Module, fn: Callable) -> AttachHandle:
+        """Run ``fn(forward, *args, **kwargs)`` instead of ``module``'s forward, ``forward``
+        being the one it had (a method that decides per token whether the MLP runs)."""
+        original = module.forward
+        return keep(AttributeAttachment(
+            module, 'forward', lambda *args, **kwargs: fn(original, *args, **kwargs)))
 
     # -- block hooks ------------------------------------------------------------------------
     def _tokens_in(self, block: BlockInfo, args: tuple) -> Tensor:
@@ -361,17 +481,18 @@ class BackboneSpec:
     def _output_tokens(self, block: BlockInfo, output) -> Tensor:
         return output
 
-    def on_block_input(self, block: BlockInfo, fn: Callable[[Tensor, TokenLayout], None]):
-        """Call ``fn(tokens, layout)`` with every input of ``block``; returns a removable handle."""
+    def on_block_input(self, block: BlockInfo,
+                       fn: Callable[[Tensor, TokenLayout], None]) -> AttachHandle:
+        """Call ``fn(tokens, layout)`` with every input of ``block``."""
 
         def hook(module, args):
             tokens = self._tokens_in(block, args)
             fn(tokens, self._layout(block, tokens, args))
 
-        return block.module.register_forward_pre_hook(hook)
+        return keep(self._hook(block.module, hook, pre=True))
 
     def on_attention_kv(self, block: BlockInfo,
-                        fn: Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]) -> None:
+                        fn: Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]) -> AttachHandle:
         """Pass the keys and values of ``block``'s attention, ``(B, heads, N, d)`` each, through
         ``fn(k, v) -> (k, v)`` before the attention product; ``fn`` may add key / value tokens
         (prefixes). Only specs that run the attention product themselves or can reach it."""
@@ -379,7 +500,7 @@ class BackboneSpec:
                         'values (windowed attention with position bias and masks)')
 
     def on_attention_heads(self, block: BlockInfo,
-                           fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+                           fn: Callable[[Tensor, Tensor], Tensor]) -> AttachHandle:
         """Pass the per-head attention result of ``block`` through ``fn(q, out) -> out`` before
         the heads are merged and projected: ``q`` the queries (unscaled) and ``out`` the
         attention product, ``(B', heads, N, d)`` each (``B'`` is ``B``, or ``windows * B`` for
@@ -390,8 +511,8 @@ class BackboneSpec:
                         'product (windowed attention with position bias and masks)')
 
     def replace_block_input(self, block: BlockInfo,
-                            fn: Callable[[Tensor, TokenLayout], Tensor]):
-        """Replace the token input of ``block`` by ``fn(tokens, layout)``; returns a handle.
+                            fn: Callable[[Tensor, TokenLayout], Tensor]) -> AttachHandle:
+        """Replace the token input of ``block`` by ``fn(tokens, layout)``.
 
         ``fn`` may change the number of tokens only where :attr:`accepts_extra_tokens` holds
         (then the spec's block output hook callers must restore the original count before the
@@ -403,13 +524,13 @@ class BackboneSpec:
             new = fn(tokens, self._layout(block, tokens, args))
             return (self._tokens_out(block, args[0], new), ) + tuple(args[1:])
 
-        return block.module.register_forward_pre_hook(hook)
+        return keep(self._hook(block.module, hook, pre=True))
 
     def on_attention_residual(self, block: BlockInfo,
-                              fn: Callable[[Tensor, TokenLayout], Tensor]):
+                              fn: Callable[[Tensor, TokenLayout], Tensor]) -> AttachHandle:
         """Replace the residual stream between the attention and the MLP of ``block`` (the sum
         ``h = x + attn(...)`` that feeds both ``norm2`` and the MLP's skip connection) by
-        ``fn(tokens, layout)``, ``(B, N, C) -> (B, N, C)``; returns a handle.
+        ``fn(tokens, layout)``, ``(B, N, C) -> (B, N, C)``.
 
         The blocks pass one tensor to ``norm2`` and to the skip, so the new value is written
         into it in place (from ``fn`` of a copy, which keeps autograd intact).
@@ -425,12 +546,12 @@ class BackboneSpec:
             flat = h.clone().reshape(h.shape[0], -1, h.shape[-1])
             h.copy_(fn(flat, layouts['last']).reshape(h.shape))
 
-        return _Handles([block.module.register_forward_pre_hook(remember),
-                         block.norm2.register_forward_pre_hook(replace)])
+        return keep(self._hook(block.module, remember, pre=True),
+                    self._hook(block.norm2, replace, pre=True))
 
     def on_block_output(self, block: BlockInfo,
-                        fn: Callable[[Tensor, TokenLayout], Tensor]):
-        """Replace the output of ``block`` by ``fn(tokens, layout)``; returns a handle."""
+                        fn: Callable[[Tensor, TokenLayout], Tensor]) -> AttachHandle:
+        """Replace the output of ``block`` by ``fn(tokens, layout)``."""
         layouts = {}
 
         def pre_hook(module, args):
@@ -442,9 +563,43 @@ class BackboneSpec:
             new = fn(tokens, layouts.pop('last'))
             return self._tokens_out(block, output, new)
 
-        handles = [block.module.register_forward_pre_hook(pre_hook),
-                   block.module.register_forward_hook(hook)]
-        return _Handles(handles)
+        return keep(self._hook(block.module, pre_hook, pre=True),
+                    self._hook(block.module, hook))
+
+    #: where :meth:`on_parallel` can read a block: the attention's input (``norm1``'s output),
+    #: the residual stream after the attention (``norm2``'s input), the MLP's input (``norm2``'s
+    #: output)
+    PARALLEL_SOURCES = ('attn_input', 'attn_residual', 'mlp_input')
+    #: where it can add: the residual stream after the attention, the block output
+    PARALLEL_TARGETS = ('attn_residual', 'block_output')
+
+    def on_parallel(self, block: BlockInfo, source: str, target: str,
+                    fn: Callable[[Tensor], Tensor]) -> AttachHandle:
+        """A branch beside an operation of ``block``: ``fn`` runs on the tokens at ``source``
+        (one of :attr:`PARALLEL_SOURCES`) and its result ``(..., C)`` is added at ``target``
+        (one of :attr:`PARALLEL_TARGETS`), which must come later in the block."""
+        if source not in self.PARALLEL_SOURCES or target not in self.PARALLEL_TARGETS:
+            raise ValueError(f'on_parallel source={source!r}, target={target!r}: sources are '
+                             f'{self.PARALLEL_SOURCES}, targets {self.PARALLEL_TARGETS}')
+        if target == 'attn_residual' and source != 'attn_input':
+            raise ValueError(f'on_parallel: {source!r} comes after the attention residual')
+        pending = {}
+
+        def run(value):
+            pending['out'] = fn(value)
+
+        def add(tokens, layout):
+            return tokens + pending.pop('out').reshape(tokens.shape)
+
+        if source == 'attn_input':
+            read = self.on_output(block.norm1, run)
+        elif source == 'mlp_input':
+            read = self.on_output(block.norm2, run)
+        else:
+            read = self.on_input(block.norm2, run)
+        write = (self.on_attention_residual(block, add) if target == 'attn_residual' else
+                 self.on_block_output(block, add))
+        return AttachHandle(read.entries + write.entries, read.record)
 
     def merge_tokens(self, stage: int, tokens: Tensor) -> Tensor:
         """Pass ``tokens`` ``(B, L, C)`` of ``stage`` through the frozen patch merging that ends
@@ -470,53 +625,20 @@ class BackboneSpec:
         return state_dict
 
 
-class _Handles:
-
-    def __init__(self, handles):
-        self.handles = handles
-
-    def remove(self):
-        for h in self.handles:
-            h.remove()
-
-
-def add_kv_transform(attn: nn.Module, fn: Callable) -> None:
-    """Register ``fn(k, v) -> (k, v)`` on an attention module whose forward calls
-    :func:`apply_kv_transforms`."""
-    if not hasattr(attn, '_vpetl_kv'):
-        attn._vpetl_kv = []
-    attn._vpetl_kv.append(fn)
-
-
 def apply_kv_transforms(attn: nn.Module, k: Tensor, v: Tensor) -> Tuple[Tensor, Tensor]:
-    """Keys and values ``(B, heads, N, d)`` through the transforms registered on ``attn``."""
-    for fn in getattr(attn, '_vpetl_kv', ()):
+    """Keys and values ``(B, heads, N, d)`` through the transforms registered on ``attn``
+    (:meth:`BackboneSpec.on_attention_kv`); for the spec-installed attention forwards."""
+    for fn in attn.__dict__.get('_vpetl_kv', ()):
         k, v = fn(k, v)
     return k, v
 
 
-def add_heads_transform(attn: nn.Module, fn: Callable) -> None:
-    """Register ``fn(q, out) -> out`` on an attention module whose forward calls
-    :func:`apply_heads_transforms`."""
-    if not hasattr(attn, '_vpetl_heads'):
-        attn._vpetl_heads = []
-    attn._vpetl_heads.append(fn)
-
-
 def apply_heads_transforms(attn: nn.Module, q: Tensor, out: Tensor) -> Tensor:
-    """The per-head attention product ``(B, heads, N, d)`` through the transforms on ``attn``."""
-    for fn in getattr(attn, '_vpetl_heads', ()):
+    """The per-head attention product ``(B, heads, N, d)`` through the transforms on ``attn``
+    (:meth:`BackboneSpec.on_attention_heads`)."""
+    for fn in attn.__dict__.get('_vpetl_heads', ()):
         out = fn(q, out)
     return out
-
-
-def install_forward(module: nn.Module, forward: Callable) -> nn.Module:
-    """Replace ``module.forward`` by ``forward`` bound to it, once (later calls keep it);
-    the class's own forward stays reachable as ``type(module).forward``."""
-    if not getattr(module, '_vpetl_wrapped', False):
-        module.forward = types.MethodType(forward, module)
-        module._vpetl_wrapped = True
-    return module
 
 
 def add_window_bias_and_mask(attn: Tensor, bias: Tensor, mask: Optional[Tensor],

@@ -1,8 +1,8 @@
 """Spec for mmaction ``SwinTransformer3D`` (Video Swin, ``models/backbones/swin.py``)."""
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_kv_transform,
-                   add_window_bias_and_mask, apply_kv_transforms, install_forward, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_window_bias_and_mask,
+                   apply_kv_transforms, qkv_sites)
 
 
 def _window_attention_3d_forward(self, x, mask=None):
@@ -75,11 +75,10 @@ class MMActionSwin3DSpec(BackboneSpec):
         sample adjacent); ``fn`` may only prepend tokens (the bias and the shift mask are padded
         with zero columns for them). The window attention's forward is replaced by an
         equivalent one on the first registration."""
-        add_kv_transform(self._window_attention(block), fn)
+        return self._add_transform(self._window_attention(block), '_vpetl_kv', fn)
 
-    @staticmethod
-    def _window_attention(block):
-        return install_forward(block.attn, _window_attention_3d_forward)
+    def _window_attention(self, block):
+        return self._install_forward(block.attn, _window_attention_3d_forward)
 
     def _tokens_in(self, block, args):
         x = args[0]

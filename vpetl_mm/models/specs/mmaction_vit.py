@@ -1,14 +1,12 @@
 """Spec for mmaction ``VisionTransformer`` (VideoMAE style, ``models/backbones/vit_mae.py``)."""
-import types
-
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_heads_transform,
-                   add_kv_transform, apply_heads_transforms, apply_kv_transforms, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, apply_heads_transforms,
+                   apply_kv_transforms, qkv_sites)
 
 
 def _qkv_bias(attn):
@@ -68,8 +66,8 @@ class MMActionViTSpec(BackboneSpec):
             dims = attn.embed_dims
             qkv = LinearSite(attn.qkv, bias_name=None, hooked=False,
                              bias_fn=lambda a=attn: _qkv_bias(a))
-            attn._vpetl_qkv_site = qkv
-            attn.forward = types.MethodType(_attention_forward, attn)
+            self._own_attribute(attn, '_vpetl_qkv_site', qkv)
+            self._install_forward(attn, _attention_forward)
             sites = qkv_sites(qkv, dims)
             sites.update(proj=LinearSite(attn.proj),
                          fc1=LinearSite(block.mlp.layers[0][0]),
@@ -79,10 +77,10 @@ class MMActionViTSpec(BackboneSpec):
         return blocks
 
     def on_attention_kv(self, block, fn):
-        add_kv_transform(block.attn, fn)  # the spec-installed forward applies them
+        return self._add_transform(block.attn, '_vpetl_kv', fn)  # the installed forward reads
 
     def on_attention_heads(self, block, fn):
-        add_heads_transform(block.attn, fn)
+        return self._add_transform(block.attn, '_vpetl_heads', fn)
 
     def _layout(self, block, tokens, args):
         t, h, w = self._input_shape[-3:]

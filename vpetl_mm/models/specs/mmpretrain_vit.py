@@ -1,8 +1,8 @@
 """Spec for mmpretrain ``VisionTransformer`` (and subclasses such as DeiT)."""
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, add_heads_transform, add_kv_transform,
-                   apply_heads_transforms, apply_kv_transforms, grid_from_tokens, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, apply_heads_transforms,
+                   apply_kv_transforms, grid_from_tokens, qkv_sites)
 
 
 @BACKBONE_SPECS.register_module()
@@ -18,7 +18,7 @@ class MMPretrainViTSpec(BackboneSpec):
     accepts_extra_tokens = True
 
     def _build_blocks(self):
-        self.backbone.patch_embed.register_forward_hook(self._remember_grid)
+        self._own_hook(self.backbone.patch_embed, self._remember_grid)
         blocks = []
         for i, layer in enumerate(self.backbone.layers):
             dims = layer.embed_dims
@@ -31,25 +31,24 @@ class MMPretrainViTSpec(BackboneSpec):
         return blocks
 
     def on_attention_kv(self, block, fn):
-        add_kv_transform(self._wrap_product(block.attn), fn)
+        return self._add_transform(self._wrap_product(block.attn), '_vpetl_kv', fn)
 
     def on_attention_heads(self, block, fn):
-        add_heads_transform(self._wrap_product(block.attn), fn)
+        return self._add_transform(self._wrap_product(block.attn), '_vpetl_heads', fn)
 
-    @staticmethod
-    def _wrap_product(attn):
+    def _wrap_product(self, attn):
         """mmpretrain's attention calls its instance attribute ``scaled_dot_product_attention``
         with ``(q, k, v)`` and gets the per-head product ``(B, heads, N, d)``; the first
         registration wraps it so keys / values and the product pass the transforms."""
-        if not getattr(attn, '_vpetl_wrapped', False):
+        if not attn.__dict__.get('_vpetl_wrapped', False):
             product = attn.scaled_dot_product_attention
 
             def with_transforms(q, k, v, *args, **kwargs):
                 k, v = apply_kv_transforms(attn, k, v)
                 return apply_heads_transforms(attn, q, product(q, k, v, *args, **kwargs))
 
-            attn.scaled_dot_product_attention = with_transforms
-            attn._vpetl_wrapped = True
+            self._own_attribute(attn, 'scaled_dot_product_attention', with_transforms)
+            self._own_attribute(attn, '_vpetl_wrapped', True)
         return attn
 
     def _remember_grid(self, module, args, output):

@@ -1,14 +1,13 @@
 """Spec for mmseg ``VisionTransformer`` (``models/backbones/vit.py``)."""
 import math
-import types
 
 import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, add_heads_transform, add_kv_transform,
-                   apply_heads_transforms, apply_kv_transforms, grid_from_tokens, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, apply_heads_transforms,
+                   apply_kv_transforms, grid_from_tokens, qkv_sites)
 
 
 def _same_tensor(a, b):
@@ -74,14 +73,14 @@ class MMSegViTSpec(BackboneSpec):
     accepts_extra_tokens = True
 
     def _build_blocks(self):
-        self.backbone.patch_embed.register_forward_hook(self._remember_grid)
+        self._own_hook(self.backbone.patch_embed, self._remember_grid)
         blocks = []
         for i, layer in enumerate(self.backbone.layers):
             mha = layer.attn.attn
             qkv = LinearSite(mha, 'in_proj_weight', 'in_proj_bias', hooked=False)
             proj = LinearSite(mha.out_proj, hooked=False)
-            mha._vpetl_sites = (qkv, proj)
-            mha.forward = types.MethodType(_mha_forward, mha)
+            self._own_attribute(mha, '_vpetl_sites', (qkv, proj))
+            self._install_forward(mha, _mha_forward)
             dims = mha.embed_dim
             sites = qkv_sites(qkv, dims)
             sites.update(proj=proj, fc1=LinearSite(layer.ffn.layers[0][0]),
@@ -91,10 +90,10 @@ class MMSegViTSpec(BackboneSpec):
         return blocks
 
     def on_attention_kv(self, block, fn):
-        add_kv_transform(block.attn, fn)  # the spec-installed forward applies them
+        return self._add_transform(block.attn, '_vpetl_kv', fn)  # the installed forward reads
 
     def on_attention_heads(self, block, fn):
-        add_heads_transform(block.attn, fn)
+        return self._add_transform(block.attn, '_vpetl_heads', fn)
 
     def _remember_grid(self, module, args, output):
         self._grid = tuple(output[1])  # mmseg PatchEmbed returns (tokens, (H, W))

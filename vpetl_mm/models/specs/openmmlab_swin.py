@@ -1,11 +1,11 @@
 """Spec for the OpenMMLab ``SwinTransformer`` of mmpretrain, mmseg and mmdet (one layout)."""
 from mmengine.logging import print_log
+from torch import nn
 
 from vpetl_mm.registry import BACKBONE_SPECS
 
-from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_heads_transform,
-                   add_kv_transform, add_window_bias_and_mask, apply_heads_transforms,
-                   apply_kv_transforms, install_forward, qkv_sites)
+from .base import (BackboneSpec, BlockInfo, LinearSite, TokenLayout, add_window_bias_and_mask,
+                   apply_heads_transforms, apply_kv_transforms, qkv_sites)
 
 
 def _window_msa_forward(self, x, mask=None):
@@ -61,16 +61,15 @@ class OpenMMLabSwinSpec(BackboneSpec):
         """Keys and values of every window, ``(num_windows * B, heads, N, d)``; ``fn`` may only
         prepend tokens (the bias and mask are padded for them). The window attention's forward
         is replaced by an equivalent one on the first registration."""
-        add_kv_transform(self._window_msa(block), fn)
+        return self._add_transform(self._window_msa(block), '_vpetl_kv', fn)
 
     def on_attention_heads(self, block, fn):
         """The per-head product of every window, ``(num_windows * B, heads, N, d)``, through the
         same installed forward."""
-        add_heads_transform(self._window_msa(block), fn)
+        return self._add_transform(self._window_msa(block), '_vpetl_heads', fn)
 
-    @staticmethod
-    def _window_msa(block):
-        return install_forward(block.attn.w_msa, _window_msa_forward)
+    def _window_msa(self, block):
+        return self._install_forward(block.attn.w_msa, _window_msa_forward)
 
     def merge_tokens(self, stage, tokens):
         """The stage's ``PatchMerging`` (``nn.Unfold``, norm, reduction) on tokens that fill
@@ -89,6 +88,46 @@ class OpenMMLabSwinSpec(BackboneSpec):
 
     def _layout(self, block, tokens, args):
         return TokenLayout(0, tuple(args[1]))
+
+    # -- stage outputs of the dense Swin (mmseg / mmdet) -------------------------------------
+    @property
+    def dense_stages(self) -> bool:
+        """Whether every stage hands its pre-merging tokens to an output norm and the neck (the
+        mmseg / mmdet Swin; mmpretrain's stages return only the merged tokens)."""
+        return type(self.backbone).__module__.split('.')[0] in ('mmseg', 'mmdet')
+
+    def _check_dense(self, what: str) -> None:
+        if not self.dense_stages:
+            raise TypeError(f'{what} needs the stage outputs of a dense Swin (mmseg / mmdet); '
+                            f'{type(self.backbone).__module__.split(".")[0]}.'
+                            f'{type(self.backbone).__name__} has none')
+
+    def on_patch_tokens(self, fn):
+        """Call ``fn(tokens)`` with the patch embedding ``(B, H*W, C)`` of every forward."""
+        return self.on_output(self.backbone.patch_embed, lambda out: fn(out[0]))
+
+    def on_stage_output(self, stage: int, fn):
+        """Replace the tokens ``x`` ``(B, H*W, C)`` that ``stage`` hands to its output norm and
+        the neck by ``fn(x, hw)``; the merged tokens the next stage reads are unchanged."""
+        self._check_dense('on_stage_output')
+
+        def replace(out):
+            x_down, down_hw, x, hw = out
+            return x_down, down_hw, fn(x, hw).to(x.dtype), hw
+
+        return self.on_output(self.backbone.stages[stage], replace)
+
+    def downsample(self, stage: int, tokens, hw):
+        """``tokens`` ``(B, H*W, C)`` on grid ``hw`` through the frozen patch merging ending
+        ``stage``: ``(tokens', hw')`` (unchanged after the last stage)."""
+        merging = self.backbone.stages[stage].downsample
+        return (tokens, hw) if merging is None else merging(tokens, hw)
+
+    def stage_norms(self):
+        """The output norms ``norm{i}`` of the dense Swin (one per ``out_indices`` entry)."""
+        self._check_dense('stage_norms')
+        return [getattr(self.backbone, f'norm{i}') for i in range(self.num_stages)
+                if isinstance(getattr(self.backbone, f'norm{i}', None), nn.Module)]
 
     def adapt_state_dict(self, state_dict):
         """Output norms ``norm{i}`` (one per ``out_indices`` entry) that the checkpoint lacks
