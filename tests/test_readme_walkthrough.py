@@ -1,6 +1,7 @@
 """The README, followed as a user follows it: every fenced code block is executed or checked.
 
-README.md is read from disk when the tests run (``VPETL_README`` names another copy). ``CHECKS``
+README.md and the ``docs/`` pages it links are read from disk when the tests run
+(``VPETL_README`` names another copy of README.md; its links are read next to it). ``CHECKS``
 maps each block, by its fence language and a pattern of its first line, to how it is checked:
 
 - commands run as the README writes them (same script, positional arguments and options), from
@@ -61,6 +62,9 @@ CHECKS = {
                    'Config from a file (zoo base), built with a tiny backbone'),
     'python-api': ('python', r'import torch$',
                    'exec through tests/test_engine/test_api.py (the example as written)'),
+    'peft-sets': ('python', r'peft = model\.backbone\.peft',
+                  'exec on a tiny LoRA classifier: the disabled logits are the plain backbone\'s, '
+                  'the set switch keeps each set\'s outputs, detach leaves the plain backbone'),
     'vtab-layout': ('', r'data/vtab-1k/<folder>/', 'the layout VTAB1k and the configs read'),
     'vtab-val200-child': ('python', r"_base_ = \['\./",
                           'a child config next to its base trains; the best checkpoint '
@@ -117,30 +121,47 @@ FENCE = re.compile(r'^```([\w+-]*)[ \t]*\n(.*?)^```[ \t]*$', re.M | re.S)
 # ---------------------------------------------------------------------------------------------
 
 class Block(SimpleNamespace):
-    """A fenced code block: ``lang``, ``body``, ``line`` (1-based), ``section`` (## heading),
-    ``after`` (the README text from the block's end)."""
+    """A fenced code block: ``lang``, ``body``, ``page`` (README.md or a docs page it links),
+    ``line`` (1-based, in the page), ``section`` (its # or ## heading), ``after`` (the page's
+    text from the block's end)."""
 
     @property
     def first(self):
         return next((ln.strip() for ln in self.body.splitlines() if ln.strip()), '')
 
     def __str__(self):
-        return f'README block at line {self.line} ({self.section}): {self.first!r}'
+        return f'{self.page} block at line {self.line} ({self.section}): {self.first!r}'
 
 
-def readme_text():
+def readme_pages():
+    """README.md and the pages of ``docs/`` it links, in link order: what a user reads (the
+    generated ``docs/methods.md`` has no code block)."""
     with open(README, encoding='utf-8') as f:
+        text = f.read()
+    linked = dict.fromkeys(re.findall(r'\]\((docs/[\w.-]+\.md)\)', text))
+    return [README] + [osp.join(osp.dirname(README), page) for page in linked]
+
+
+def page_text(path):
+    with open(path, encoding='utf-8') as f:
         return f.read()
 
 
+def readme_text():
+    """Every page of :func:`readme_pages`, one after the other."""
+    return '\n'.join(page_text(p) for p in readme_pages())
+
+
 def readme_blocks():
-    text = readme_text()
     blocks = []
-    for m in FENCE.finditer(text):
-        headings = re.findall(r'^## (.+)$', text[:m.start()], re.M)
-        blocks.append(Block(lang=m.group(1), body=m.group(2), after=text[m.end():],
-                            line=text.count('\n', 0, m.start()) + 1,
-                            section=headings[-1] if headings else ''))
+    for path in readme_pages():
+        text = page_text(path)
+        for m in FENCE.finditer(text):
+            headings = re.findall(r'^##? (.+)$', text[:m.start()], re.M)
+            blocks.append(Block(lang=m.group(1), body=m.group(2), after=text[m.end():],
+                                page=osp.relpath(path, ROOT),
+                                line=text.count('\n', 0, m.start()) + 1,
+                                section=headings[-1] if headings else ''))
     return blocks
 
 
@@ -157,8 +178,8 @@ def find_block(check_id):
 
 
 def section(text, title_word):
-    """The text of the first ``## `` section whose title contains ``title_word``."""
-    parts = re.split(r'^## ', text, flags=re.M)
+    """The text of the first ``#`` or ``## `` section whose title contains ``title_word``."""
+    parts = re.split(r'^##? ', text, flags=re.M)
     return next((p for p in parts[1:] if title_word.lower() in p.split('\n', 1)[0].lower()), '')
 
 
@@ -637,9 +658,35 @@ def check_zoo_config(block, ctx):
 def check_python_api(block, ctx):
     """The example runs through test_api's test of it, given this block's text."""
     from tests.test_engine import test_api
-    assert block.section == 'Python API', 'test_api looks for the example under ## Python API'
+    assert block.section == 'Python API', 'test_api looks for the example under # Python API'
     ctx.monkeypatch.setattr(test_api, 'readme_python_api_example', lambda: block.body)
     test_api.test_readme_python_api_example_runs(ctx.tmp_path, ctx.monkeypatch)
+
+
+def check_peft_sets(block, ctx):
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+
+    import vpetl_mm
+    init_default_scope('mmpretrain')
+    torch.manual_seed(0)
+    model = PRETRAIN_MODELS.build(dict(
+        type='ImageClassifier', backbone=dict(type='VisionTransformer', **TINY_BACKBONE),
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=192)))
+    model.eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        plain = model(images)
+        model = vpetl_mm.get_peft_model(model, dict(type='LoRA', rank=2), verbose=False)
+        for p in model.backbone.parameters():
+            if p.requires_grad:
+                p.add_(0.1)
+        lora = model(images)
+        namespace = dict(model=model, images=images)
+        exec(compile(block.body, 'README.md', 'exec'), namespace)
+        assert torch.equal(namespace['plain_logits'], plain)
+        assert not hasattr(model.backbone, 'peft')
+        assert torch.equal(model(images), plain) and not torch.equal(lora, plain)
 
 
 def check_vtab_layout(block, ctx):
@@ -1064,6 +1111,7 @@ def test_block_parsing():
     with pytest.raises(AssertionError, match="placeholder 'OTHER'"):
         fill(['OTHER'], values)
     block = Block(lang='bash', body='a x \\\n  --y 1  # note\n# more\nb z\n', line=1, section='',
+                  page='README.md',
                   after='')
     assert commands(block) == [(['a', 'x', '--y', '1'], ' note  more'), (['b', 'z'], '')]
     with pytest.raises(AssertionError, match=r"no check for the command\(s\) \['b z'\]"):

@@ -31,19 +31,20 @@ def _table_counts(lines):
 
 
 def test_readme_counts_are_the_generated_ones():
-    """The README's method table quotes the ViT-B/16 count of docs/methods.md (generated from
-    the registry and the default configs) for every method: one source for each figure."""
+    """The method table of docs/method-notes.md quotes the ViT-B/16 count of docs/methods.md
+    (generated from the registry and the default configs) for every method: one source for
+    each figure."""
     import os.path as osp
     import re
-    readme = open(osp.join(gen_method_docs.ROOT, 'README.md')).read().splitlines()
+    readme = open(osp.join(gen_method_docs.ROOT, 'docs', 'method-notes.md')).read().splitlines()
     generated_rows = _table_counts(gen_method_docs.render().splitlines())
     docs = {name: cell for names, cell in generated_rows for name in names}
-    start = readme.index('### Methods')
+    start = readme.index('## Methods')
     rows = {names[0]: cell for names, cell in _table_counts(
         readme[start:readme.index('', start + 8)])}
     assert set(rows) <= set(docs), set(rows) - set(docs)
     missing = [names for names, _ in generated_rows if not set(names) & set(rows)]
-    assert not missing, f'methods without a README row: {missing}'
+    assert not missing, f'methods without a row in docs/method-notes.md: {missing}'
     for name, cell in rows.items():
         generated = docs[name]
         if generated.startswith('not on a ViT'):
@@ -51,4 +52,4 @@ def test_readme_counts_are_the_generated_ones():
             continue
         figures = re.findall(r'\d[\d,]*\d|\d', cell.split('(')[0].split(':')[-1])
         assert figures and figures[0] == generated, \
-            f'README says {cell!r} for {name}; docs/methods.md: {generated}'
+            f'docs/method-notes.md says {cell!r} for {name}; docs/methods.md: {generated}'

@@ -13,15 +13,12 @@ pytest.importorskip('mmpretrain')
 from tools.demo import digits_demo  # noqa: E402
 from vpetl_mm.datasets.digits import export_digits_vtab  # noqa: E402
 
-README = osp.join(digits_demo.ROOT, 'README.md')
+PAGE = osp.join(digits_demo.ROOT, 'docs', 'digits-demo.md')
 
 
 def demo_section():
-    with open(README) as f:
-        text = f.read()
-    start = text.index('\n## The digits demo\n')
-    end = text.find('\n## ', start + 1)
-    return text[start:] if end < 0 else text[start:end]
+    with open(PAGE) as f:
+        return f.read()
 
 
 def committed_results():
@@ -83,7 +80,7 @@ def test_bad_command_line_stops_before_any_work(tmp_path, capsys, argv, message)
 
 
 def test_readme_table_is_the_committed_full_run():
-    """README's demo table and the figures its prose quotes are rendered from the committed
+    """The demo page's table and the figures its prose quotes are rendered from the committed
     results file, which holds a full ``--all --fresh`` run of the demo (real output, never
     edited by hand: regenerate it with the demo and ``--render-table``)."""
     results = committed_results()
@@ -95,15 +92,15 @@ def test_readme_table_is_the_committed_full_run():
     section = demo_section()
     table = [line for line in section.splitlines() if line.startswith('|')]
     assert table == digits_demo.render_table(results), (
-        'README.md\'s demo table differs from docs/digits_demo_results.json; paste the output of '
+        'docs/digits-demo.md\'s table differs from docs/digits_demo_results.json; paste the output of '
         'python tools/demo/digits_demo.py --render-table docs/digits_demo_results.json')
     top1 = {r['method']: r['top1'] for r in rows}
     linear = top1.pop('linear')
     quoted = re.search(r'the linear probe stays at ([\d.]+)%', section)
-    assert quoted and quoted.group(1) == f'{linear:.1f}', 'README: the linear probe figure'
+    assert quoted and quoted.group(1) == f'{linear:.1f}', 'docs/digits-demo.md: the linear probe figure'
     spread = re.search(r'adapt the backbone reach ([\d.]+)-([\d.]+)%', section)
     assert spread and spread.groups() == (f'{min(top1.values()):.1f}',
-                                          f'{max(top1.values()):.1f}'), 'README: the range'
+                                          f'{max(top1.values()):.1f}'), 'docs/digits-demo.md: the range'
 
 
 def test_render_table_command(capsys):

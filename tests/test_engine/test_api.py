@@ -219,10 +219,10 @@ def test_errors(tmp_path):
 
 
 def readme_python_api_example():
-    text = open(osp.join(ROOT, 'README.md')).read()
-    section = text.split('## Python API', 1)[1].split('\n## ', 1)[0]
+    text = open(osp.join(ROOT, 'docs', 'python-api.md')).read()
+    section = text.split('# Python API', 1)[1].split('\n## ', 1)[0]
     blocks = re.findall(r'```python\n(.*?)```', section, re.S)
-    assert blocks, 'README has no python example under "## Python API"'
+    assert blocks, 'docs/python-api.md has no python example under "# Python API"'
     return blocks[0]
 
 

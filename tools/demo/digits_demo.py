@@ -11,7 +11,7 @@
    vit-tiny_{method}_digits.py``) through the ordinary mmengine Runner, the same path as
    ``tools/train.py`` / ``tools/test.py``, prints held-out top-1 and trainable parameters, and
    writes them to ``<work-dir>/results.json`` (``--render-table`` turns such a file into the
-   README's Markdown table).
+   Markdown table of docs/digits-demo.md).
 
 Steps 1 and 2 are skipped when their outputs exist and were made with the same settings (a
 fingerprint is stored next to each); ``--fresh`` redoes them. Every run is seeded (seed 42),
@@ -56,7 +56,7 @@ COMMITTED_RESULTS = osp.join(ROOT, 'docs', 'digits_demo_results.json')
 EXPORT = {'source': dict(classes=list(range(5)), shift='none', train_fraction=0.9),
           'target': dict(classes=list(range(5, 10)), shift='invert_rotate', train_fraction=0.7)}
 EXPORT_STAMP = 'digits_demo_export.json'
-#: labels of the README table beside the method name / the parameter count
+#: labels of the demo table beside the method name / the parameter count
 METHOD_NOTES = {'bapat': 'AdaptFormer + PATT', 'noah': '4-block subnet', 'dyt-moe': '4 experts'}
 PARAM_NOTES = {'gps': 'tuned elements', 'hst': "incl. the blocks' LayerNorms"}
 
@@ -193,7 +193,7 @@ def train_source(args, source_ckpt):
 
 
 def render_table(results):
-    """The README's Markdown table (a list of lines) of a results dict / results file path."""
+    """The demo page's Markdown table (a list of lines) of a results dict / results file path."""
     if isinstance(results, str):
         with open(results) as f:
             results = json.load(f)

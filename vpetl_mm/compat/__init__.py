@@ -13,8 +13,12 @@ Each one is applied at ``import vpetl_mm`` and is documented in its own module:
 * :mod:`.dist` registers a DDP wrapper that works on CPU-only machines (gloo).
 * :mod:`.drop_path` stores mmcv's drop-path rates as Python floats (the toolboxes pass numpy
   floats, on which ``torch.compile`` broke the graph at every block).
+* :mod:`.config_package` adds vpetl_mm to mmengine's table of packages whose configs a
+  ``package::path`` base names, so configs can inherit ``vpetl_mm::vtab/...`` (the tools then
+  drop the ``vpetl_mm`` scope mmengine gives the inherited types).
 """
 from .checkpoint import allow_mmengine_checkpoint_types
+from .config_package import drop_package_scope, register_config_package
 from .dist import CPUCompatibleDDP
 from .drop_path import patch_drop_path_float
 from .fileio import AtomicLocalBackend
@@ -24,9 +28,10 @@ allow_mmengine_checkpoint_types()
 patch_mmaction_missing_drn()
 patch_pyav_frame_count()
 patch_drop_path_float()
+register_config_package()
 
 __all__ = [
     'allow_mmengine_checkpoint_types', 'patch_drop_path_float', 'patch_mmaction_missing_drn',
-    'patch_pyav_frame_count',
+    'patch_pyav_frame_count', 'register_config_package', 'drop_package_scope',
     'AtomicLocalBackend', 'CPUCompatibleDDP'
 ]

@@ -62,7 +62,6 @@ class AdapterPlus(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'Adapter+ blocks'):
-            adapter = ScaledAdapter(block.dims, self.bottleneck,
-                                    self.drop_path).to(block.norm1.weight.device)
-            spec.add_module(block.module, 'adapter_plus', adapter)
+            adapter = spec.add_module(block.module, 'adapter_plus', ScaledAdapter(
+                block.dims, self.bottleneck, self.drop_path))
             spec.on_block_output(block, lambda y, layout, a=adapter: y + a(y))

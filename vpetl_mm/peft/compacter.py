@@ -123,7 +123,6 @@ class Compacter(PEFTMethod):
         with torch.no_grad():
             self.phm_rule.data = torch.empty_like(self.phm_rule, device=device).uniform_(-1, 1)
         for block in blocks:
-            adapter = PHMAdapter(block.dims, self.bottleneck, self.phm_dim, self.rank,
-                                 self.input_norm).to(device)
-            spec.add_module(block.module, 'compacter', adapter)
+            adapter = spec.add_module(block.module, 'compacter', PHMAdapter(
+                block.dims, self.bottleneck, self.phm_dim, self.rank, self.input_norm))
             spec.on_output(block.mlp, lambda out, adapter=adapter: adapter(out, self.phm_rule))

@@ -86,10 +86,8 @@ class LoRand(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'LoRand blocks'):
-            device = block.norm2.weight.device
             args = (block.dims, block.dims // self.factor, self.branches, self.kernel)
-            first, second = LoRandAdapter(*args).to(device), LoRandAdapter(*args).to(device)
-            spec.add_module(block.module, 'lorand_attn', first)
-            spec.add_module(block.module, 'lorand_mlp', second)
+            first, second = (spec.add_module(block.module, name, LoRandAdapter(*args))
+                             for name in ('lorand_attn', 'lorand_mlp'))
             block.sites['proj'].add_output_transform(lambda x, y, a=first: a(y))
             spec.on_output(block.mlp, lambda out, a=second: a(out))

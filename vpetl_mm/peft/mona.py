@@ -104,10 +104,7 @@ class Mona(PEFTMethod):
             raise TypeError(f'Mona convolves each (H, W) frame of a 2-D or 3-D (T, H, W) token '
                             f'grid; {type(spec).__name__} has {spec.grid_rank}-D grids')
         for block in select_blocks(spec, self.blocks, 'Mona blocks'):
-            device = block.norm2.weight.device
-            first = MonaAdapter(block.dims, self.bottleneck, self.dropout).to(device)
-            second = MonaAdapter(block.dims, self.bottleneck, self.dropout).to(device)
-            spec.add_module(block.module, 'mona_attn', first)
-            spec.add_module(block.module, 'mona_mlp', second)
+            first, second = (spec.add_module(block.module, name, MonaAdapter(
+                block.dims, self.bottleneck, self.dropout)) for name in ('mona_attn', 'mona_mlp'))
             spec.on_attention_residual(block, first)
             spec.on_block_output(block, second)

@@ -70,7 +70,7 @@ class PATT(PEFTMethod):
         for block in select_blocks(spec, self.blocks, 'PATT blocks'):
             branch = ParallelAttentionBranch(block.dims, self.bottleneck, len(self.targets),
                                              self.scale)
-            spec.add_module(block.attn, 'patt', branch.to(block.norm1.weight.device))
+            spec.add_module(block.attn, 'patt', branch)
             block.sites['qkv'].add_delta(
                 lambda x, b=branch, c=block.dims: self._to_qkv(b(x), c))
 

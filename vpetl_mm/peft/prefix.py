@@ -79,4 +79,4 @@ class PrefixTuning(PEFTMethod):
         for block in select_blocks(spec, self.blocks, 'PrefixTuning blocks'):
             generator = PrefixGenerator(block.dims, self.length, self.bottleneck)
             spec.on_attention_kv(block, generator)
-            spec.add_module(block.attn, 'prefix', generator.to(block.norm1.weight.device))
+            spec.add_module(block.attn, 'prefix', generator)

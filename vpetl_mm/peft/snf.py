@@ -82,11 +82,8 @@ class SNF(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'SNF blocks'):
-            device = block.norm1.weight.device
-            first = NormalizingFlow(block.dims, self.flow_length, self.recompute).to(device)
-            second = NormalizingFlow(block.dims, self.flow_length, self.recompute).to(device)
-            spec.add_module(block.module, 'snf_attn', first)
-            spec.add_module(block.module, 'snf_mlp', second)
+            first, second = (spec.add_module(block.module, name, NormalizingFlow(
+                block.dims, self.flow_length, self.recompute)) for name in ('snf_attn', 'snf_mlp'))
             saved = {}
             spec.on_block_input(block, lambda x, layout, d=saved: d.update(x=x))
             spec.on_attention_residual(
