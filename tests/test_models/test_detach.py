@@ -258,3 +258,45 @@ def run_any(backbone, x):
         out = backbone(x)
     out = out if isinstance(out, (tuple, list)) else [out]
     return torch.cat([o.flatten() for o in out])
+
+
+@pytest.mark.parametrize('method', [dict(type='LoRA', rank=2, targets=('q', 'v', 'fc2')),
+                                    dict(type='FacT-TT', rank=2, scale=2.0),
+                                    dict(type='KAdaptation', phm_dim=4),
+                                    [dict(type='LoRA', rank=2), dict(type='FacT-TK', rank=2)]],
+                         ids=['lora', 'fact-tt', 'kadaptation', 'lora+fact-tk'])
+def test_unmerge_restores_the_method(tmp_path, method):
+    """merge then unmerge: the frozen weights are back (up to rounding), the methods act again
+    with their weights and train; methods whose fold is not an addition refuse."""
+    plain, path = pretrained_file(tmp_path, TINY_VIT)
+    plain.eval()
+    backbone = build(path, 'vit', method)
+    perturb(backbone)
+    backbone.eval()
+    x = torch.randn(2, 3, 32, 32)
+    on = run(backbone, x)
+    keys = list(backbone.state_dict())
+    backbone.peft.merge()
+    assert set(backbone.state_dict()) == set(plain.state_dict())
+    backbone.peft.unmerge()
+    assert list(backbone.state_dict()) == keys
+    torch.testing.assert_close(run(backbone, x)[-1], on[-1], rtol=0, atol=1e-5)
+    frozen = {k: v for k, v in backbone.state_dict().items() if k in plain.state_dict()}
+    for k, v in frozen.items():
+        torch.testing.assert_close(v, plain.state_dict()[k], rtol=0, atol=1e-6)
+    with backbone.peft.disabled():
+        torch.testing.assert_close(run(backbone, x)[-1], run(plain, x)[-1], rtol=0,
+                                   atol=1e-5)
+    backbone.train()
+    backbone(x)[-1].sum().backward()
+    assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
+
+
+def test_unmerge_refused_for_other_folds(tmp_path):
+    _, path = pretrained_file(tmp_path, TINY_VIT)
+    backbone = build(path, 'vit', [dict(type='LoRA', rank=2), dict(type='SSF')])
+    with pytest.raises(RuntimeError, match='nothing to unmerge'):
+        backbone.peft.unmerge()
+    backbone.peft.merge()
+    with pytest.raises(TypeError, match='cannot unmerge'):
+        backbone.peft.unmerge()

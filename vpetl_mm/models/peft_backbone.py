@@ -56,6 +56,7 @@ class PEFTState(nn.Module):
         self.active = 'default'
         self._inactive: Dict[str, tuple] = {}  # set name -> (methods, cfgs), detached
         self._own: Optional[AttachRecord] = None  # the backbone hooks PEFTBackbone added
+        self._merged_methods: Optional[dict] = None  # name -> method, kept to unmerge
 
     @property
     def mergeable(self) -> bool:
@@ -246,9 +247,31 @@ class PEFTState(nn.Module):
                                    'enable it or detach it first')
         for method in self.methods.values():
             method.merge()
+        self._merged_methods = dict(self.methods.items()) if self.unmergeable else None
         self.methods = nn.ModuleDict()
         self._inactive = {}
         self.merged = True
+
+    @property
+    def unmergeable(self) -> bool:
+        methods = self._merged_methods if self.merged else self.methods
+        return methods is not None and all(m.unmergeable for m in methods.values())
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo :meth:`merge` where every method's fold is an addition (LoRA, FacT,
+        KAdaptation): subtract the folds and put the methods back (outputs equal up to float
+        rounding)."""
+        if not self.merged:
+            raise RuntimeError('nothing to unmerge: the methods were not merged')
+        if not self.unmergeable:
+            raise TypeError('cannot unmerge: the merge dropped methods whose fold cannot be '
+                            'subtracted again (only LoRA, FacT and KAdaptation can)')
+        methods = nn.ModuleDict(self._merged_methods)
+        with self._own_hooks_last():
+            for method in methods.values():
+                method.unmerge()
+        self.methods, self._merged_methods, self.merged = methods, None, False
 
 
 def _method_name(cfg: dict, taken) -> str:

@@ -26,12 +26,15 @@ class PEFTMethod(nn.Module):
     Class attributes:
         mergeable (bool): whether :meth:`merge` folds the method exactly into the frozen weights,
             leaving a plain backbone with the same outputs.
+        unmergeable (bool): whether the fold is an addition that :meth:`unmerge` subtracts
+            again (LoRA, FacT, KAdaptation), putting the method back as it was.
         paper (str): the reference, for the generated docs.
         placement (str): where it attaches, in a few words, for the generated docs.
         needs_selection (bool): the method picks what it tunes from a pass over training data
             before training (:meth:`select`, run by ``vpetl_mm.PEFTSelectionHook``).
     """
     mergeable: bool = False
+    unmergeable: bool = False
     paper: str = ''
     placement: str = ''
     needs_selection: bool = False
@@ -81,7 +84,21 @@ class PEFTMethod(nn.Module):
             raise TypeError(f'{type(self).__name__} cannot be merged into the backbone weights: '
                             'its update is not linear in them')
         self.fold()
-        self.record.settle()
+        self.record.settle(keep=self.unmergeable)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`: subtract the fold (:meth:`unfold`) and put the modules and hooks
+        back; the outputs are the merged ones up to float rounding."""
+        if not self.unmergeable:
+            raise TypeError(f'{type(self).__name__} cannot be unmerged: its fold is not an '
+                            'addition to subtract')
+        self.unfold()
+        self.record.reattach()
+
+    def unfold(self) -> None:
+        """Subtract from the frozen weights what :meth:`fold` added (unmergeable methods)."""
+        raise TypeError(f'{type(self).__name__} has no unfold')
 
     def fold(self) -> None:
         """Add the method's update to the frozen weights it adapts, checking first that every

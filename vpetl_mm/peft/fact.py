@@ -36,6 +36,7 @@ class FacT(PEFTMethod):
         dropout (float): dropout on the core output. Defaults to 0.1.
     """
     mergeable = True
+    unmergeable = True
     paper = ('Jie and Deng, FacT: Factor-Tuning for Lightweight Adaptation on Vision '
              'Transformer, AAAI 2023')
 
@@ -119,9 +120,12 @@ class FacT(PEFTMethod):
         return torch.cat([self._attn_dw(block, 4 + self.mlp_chunks + j)
                           for j in range(self.mlp_chunks)], 1)
 
-    def fold(self):
+    def fold(self, sign: float = 1.0):
         for site, dw in self._entries:
-            site.merge_(dw())
+            site.merge_(sign * dw())
+
+    def unfold(self):
+        self.fold(-1.0)
 
 
 @PEFT_METHODS.register_module(name='FacT-TT')

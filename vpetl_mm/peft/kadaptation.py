@@ -86,6 +86,7 @@ class KAdaptation(PEFTMethod):
     = 50,176 parameters.
     """
     mergeable = True
+    unmergeable = True
     paper = ('He et al., Parameter-efficient Model Adaptation for Vision Transformers '
              '(KAdaptation), AAAI 2023')
     placement = 'Kronecker-product updates of q and v (slow weights shared by all blocks)'
@@ -132,5 +133,12 @@ class KAdaptation(PEFTMethod):
             if site.bias is None:
                 raise ValueError(f'cannot fold KAdaptation into {type(site.owner).__name__}.'
                                  f'{site.weight_name}: the linear has no bias of its own')
+        self._add(1.0)
+
+    def unfold(self):
+        self._add(-1.0)
+
+    def _add(self, sign: float) -> None:
+        """Add ``sign`` times the update to the weights and biases."""
         for site, layer, target in self._entries:
-            site.merge_(self.scale * self._matrix(layer, target).t(), layer.bias)
+            site.merge_(sign * self.scale * self._matrix(layer, target).t(), sign * layer.bias)

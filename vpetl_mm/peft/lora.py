@@ -35,6 +35,7 @@ class LoRA(PEFTMethod):
     """
     placement = 'low-rank update of the linear roles in `targets` (q, v by default)'
     mergeable = True
+    unmergeable = True
     paper = 'Hu et al., LoRA: Low-Rank Adaptation of Large Language Models, ICLR 2022'
 
     def __init__(self, rank: int = 8, alpha: Optional[float] = None,
@@ -63,6 +64,9 @@ class LoRA(PEFTMethod):
                 site.add_low_rank(layer.term())
                 self._entries.append((site, layer))
 
-    def fold(self):
+    def fold(self, sign: float = 1.0):
         for site, layer in self._entries:
-            site.merge_(layer.delta_weight())
+            site.merge_(sign * layer.delta_weight())
+
+    def unfold(self):
+        self.fold(-1.0)

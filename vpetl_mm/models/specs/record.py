@@ -265,15 +265,17 @@ class AttachRecord:
         if self.enabled:
             self._on()
 
-    def settle(self) -> None:
+    def settle(self, keep: bool = False) -> None:
         """After a merge: take off hooks, deltas and modules; backbone tensors the method
-        trained keep their trained values (frozen); the record is emptied."""
+        trained keep their trained values (frozen). The record is emptied, or with ``keep``
+        kept for :meth:`reattach` (an unmerge)."""
         for entry in reversed(self.entries):
             if isinstance(entry, TunedTensor):
                 entry.tensor.requires_grad_(False)
             else:
                 entry.remove()
-        self.entries = []
+        if not keep:
+            self.entries = []
         self.attached = False
 
     def forget(self) -> None:
