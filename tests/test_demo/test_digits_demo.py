@@ -92,15 +92,15 @@ def test_readme_table_is_the_committed_full_run():
     section = demo_section()
     table = [line for line in section.splitlines() if line.startswith('|')]
     assert table == digits_demo.render_table(results), (
-        'docs/digits-demo.md\'s table differs from docs/digits_demo_results.json; paste the output of '
-        'python tools/demo/digits_demo.py --render-table docs/digits_demo_results.json')
+        'docs/digits-demo.md\'s table differs from docs/digits_demo_results.json; paste the '
+        'output of python tools/demo/digits_demo.py --render-table docs/digits_demo_results.json')
     top1 = {r['method']: r['top1'] for r in rows}
     linear = top1.pop('linear')
     quoted = re.search(r'the linear probe stays at ([\d.]+)%', section)
-    assert quoted and quoted.group(1) == f'{linear:.1f}', 'docs/digits-demo.md: the linear probe figure'
+    assert quoted and quoted.group(1) == f'{linear:.1f}', 'docs/digits-demo.md: the linear probe'
     spread = re.search(r'adapt the backbone reach ([\d.]+)-([\d.]+)%', section)
     assert spread and spread.groups() == (f'{min(top1.values()):.1f}',
-                                          f'{max(top1.values()):.1f}'), 'docs/digits-demo.md: the range'
+                                          f'{max(top1.values()):.1f}'), 'docs/digits-demo.md: range'
 
 
 def test_render_table_command(capsys):

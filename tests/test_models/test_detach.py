@@ -214,8 +214,8 @@ def test_module_name_collision_is_refused(tmp_path):
 
 
 TOOLBOX_METHODS = [dict(type='LoRA', rank=2, targets=('q', 'v', 'proj', 'fc1')),
-                   dict(type='PrefixTuning', length=2, bottleneck=4), dict(type='Adapter', bottleneck=4),
-                   dict(type='BitFit')]
+                   dict(type='PrefixTuning', length=2, bottleneck=4),
+                   dict(type='Adapter', bottleneck=4), dict(type='BitFit')]
 
 
 @pytest.mark.parametrize('family', ['mmaction-vit', 'mmaction-swin3d', 'mmseg-vit',

@@ -268,7 +268,7 @@ def test_patched_attention_equals_original(family, tmp_path):
 @pytest.mark.parametrize('family', ['mmaction-vit', 'mmaction-swin3d'])
 def test_dtl_plus_on_video_grids(family, tmp_path):
     """DTL+ runs its fusion convolution on each frame of a video grid (its formula on video:
-    tests/test_models/test_dtl.py): a recognizer step trains it."""
+    tests/test_peft/test_dtl.py): a recognizer step trains it."""
     _, build, batch_fn = setup(family, tmp_path)
     model = build(dict(type='DTL+', kernel_size=3, add_blocks=(-1, )))
     data, _ = batch_fn()

@@ -1,7 +1,7 @@
 """Mutation check of one PEFT method file with mutmut: do its formula tests catch wrong maths?
 
     python tools/misc/mutation_check.py lora layers   # vpetl_mm/peft/lora.py and layers.py
-    python tools/misc/mutation_check.py adaptformer --tests tests/test_models/test_patt.py
+    python tools/misc/mutation_check.py adaptformer --tests tests/test_peft/test_patt.py
 
 mutmut changes one operator, constant or call at a time in the functions of the named files
 ``vpetl_mm/peft/<name>.py`` and runs the formula tests of the methods they register (as

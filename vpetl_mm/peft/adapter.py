@@ -53,10 +53,10 @@ class Adapter(PEFTMethod):
 
     def attach(self, backbone, spec):
         for block in select_blocks(spec, self.blocks, 'Adapter blocks'):
-            adapter = spec.add_module(block.module, 'adapter',
-                                      BottleneckAdapter(block.dims, self.bottleneck, dropout=self.dropout))
+            adapter = spec.add_module(block.module, 'adapter', BottleneckAdapter(
+                block.dims, self.bottleneck, dropout=self.dropout))
             spec.on_output(block.mlp, lambda out, adapter=adapter: out + adapter(out))
             if self.attn_residual:
-                first = spec.add_module(block.module, 'adapter_attn',
-                                        BottleneckAdapter(block.dims, self.bottleneck, dropout=self.dropout))
+                first = spec.add_module(block.module, 'adapter_attn', BottleneckAdapter(
+                    block.dims, self.bottleneck, dropout=self.dropout))
                 spec.on_attention_residual(block, lambda h, layout, first=first: h + first(h))

@@ -168,7 +168,7 @@ class FacTTK(FacT):
     attention tensors load here with ``core_tensor = FacTc.transpose(0, 1)``; their fc1 / fc2
     have no ``(C, P)`` equivalent here. We keep the paper's formula: contiguous ``C x C`` chunks
     and the core's first mode on the output side, as in FacT-TT and the authors' ``fact_tt.py``
-    (tests/test_models/test_fact_tk_authors.py shows both on the same tensors).
+    (tests/test_peft/test_fact_tk_authors.py shows both on the same tensors).
     """
     placement = ('low-rank factors shared by all blocks, cores from one shared tensor '
                  '(Tucker-style) for qkv, proj, fc1 and fc2')

@@ -56,8 +56,8 @@ class PrefixTuning(PEFTMethod):
 
     ViT-B/16, L=10, bottleneck 64: 12 x (10 x 768 + 768 x 64 + 64 + 64 x 1536 + 1536) = 1,880,832
     parameters. Video Swin-B (24 blocks, widths summing to 12,032) has
-    ``12,032 (L + 3 b + 2) + 24 b`` (b the bottleneck): 2,456,064 at L=10, b=64; V-PETL's 6.37M is met at
-    L=20 (its ``att_preseqlen``) only with bottleneck 169 (6,368,984; 128: 4,888,064, 512:
+    ``12,032 (L + 3 b + 2) + 24 b`` (b the bottleneck): 2,456,064 at L=10, b=64; V-PETL's 6.37M
+    is met at L=20 (its ``att_preseqlen``) only with bottleneck 169 (6,368,984; 128: 4,888,064, 512:
     18,758,144).
     """
     paper = ('Li and Liang, Prefix-Tuning: Optimizing Continuous Prompts for Generation, '

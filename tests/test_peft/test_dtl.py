@@ -14,7 +14,7 @@ from mmpretrain.registry import MODELS  # noqa: E402
 import vpetl_mm  # noqa: E402,F401
 from tests.test_models.checks import (assert_round_trip, moved,  # noqa: E402
                                       train_and_check_frozen)
-from tests.test_models.test_mona_lorand import (VIDEO, assert_video_formula,  # noqa: E402
+from tests.test_peft.test_mona_lorand import (VIDEO, assert_video_formula,  # noqa: E402
                                                 base_method, conv2d_frames, on_frames,
                                                 video_blocks, video_counts, video_outputs,
                                                 video_pair, video_recognizer)

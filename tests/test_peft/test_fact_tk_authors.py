@@ -14,7 +14,7 @@ import torch
 pytest.importorskip('mmpretrain')
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from tests.test_models.test_formulas_reparam import (CHUNKS, DIMS, LINEARS,  # noqa: E402
+from tests.test_peft.formulas_reparam import (CHUNKS, DIMS, LINEARS,  # noqa: E402
                                                      build, normal_)
 
 RANK, SCALE = 4, 3.0

@@ -200,8 +200,9 @@ def test_res_tuning_trains_round_trips_and_refuses_merge(backbone, tmp_path):
         model.backbone.peft.merge()
 
 
-@pytest.mark.parametrize('other,tag', [(dict(type='LoRA', rank=2, targets=('q', 'v')), 'lora'),
-                                       (dict(type='PrefixTuning', length=2, bottleneck=4), '.prefix.')])
+@pytest.mark.parametrize('other,tag', [
+    (dict(type='LoRA', rank=2, targets=('q', 'v')), 'lora'),
+    (dict(type='PrefixTuning', length=2, bottleneck=4), '.prefix.')])
 def test_res_tuning_composes(other, tag, tmp_path):
     """With LoRA (its deltas on q / v) and with prefix tuning (which shares the attention
     wrapper: keys / values and the per-head product on one attention)."""

@@ -9,7 +9,7 @@ pytest.importorskip('mmpretrain')
 from mmengine.registry import init_default_scope  # noqa: E402
 
 from tests.test_models.reference import assert_formula  # noqa: E402
-from tests.test_models.test_formulas_adapters import (DIMS, bottleneck, build,  # noqa: E402
+from tests.test_peft.formulas_adapters import (DIMS, bottleneck, build,  # noqa: E402
                                                       randomize)
 
 
