@@ -35,6 +35,10 @@ FORMULA_TESTS = {
         f'{PEFT}/test_ia3.py::test_formula_and_merge',
         f'{PEFT}/test_ia3.py::test_parameters_and_vit_b_count',
         f'{PEFT}/test_ia3.py::test_bad_targets',
+        f'{PEFT}/test_ia3.py::test_blocks_out_of_range_names_the_key',
+        f'{PEFT}/test_ia3.py::test_merge_without_a_qkv_bias',
+        f'{PEFT}/test_ia3.py::test_qkv_keeps_its_dtype_under_autocast',
+        f'{PEFT}/test_ia3.py::test_fold_refused_where_the_qkv_bias_is_assembled_outside',
     ],
     'LoRA': [
         f'{PEFT}/test_lora.py::test_lora_init_and_trainable',

@@ -1,6 +1,7 @@
 """IA3: ``k -> l_k k``, ``v -> l_v v``, ``fc2(h) -> fc2(l_ff h)`` against torch hooks on the plain
 ViT, the merge, the ViT-B/16 count, the targets and the errors."""
 import copy
+import re
 
 import pytest
 import torch
@@ -100,3 +101,63 @@ def test_parameters_and_vit_b_count(tmp_path):
 def test_bad_targets(targets):
     with pytest.raises(ValueError, match=r'IA3 targets=.*choose distinct ones among'):
         vpetl_mm.peft.ia3.IA3(targets=targets)
+
+
+def test_blocks_out_of_range_names_the_key(tmp_path):
+    _, path = pretrained_file(tmp_path, TINY_VIT)
+    with pytest.raises(ValueError, match=r'^IA3 blocks=\[9\]: block 9 is out of range'):
+        build(path, blocks=[9])
+
+
+def test_merge_without_a_qkv_bias(tmp_path):
+    """A qkv linear with no bias (``qkv_bias=False``): only the weight rows are scaled."""
+    cfg = dict(TINY_VIT, qkv_bias=False)
+    plain, path = pretrained_file(tmp_path, cfg)
+    plain.eval()
+    backbone = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(cfg),
+                                 pretrained=path, method=dict(type='IA3')))
+    backbone.eval()
+    randomise(backbone.peft.methods['ia3'])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        before = backbone(x)[-1]
+        backbone.peft.merge()
+        torch.testing.assert_close(backbone(x)[-1], before, rtol=0, atol=1e-5)
+    assert backbone.layers[0].attn.qkv.bias is None
+
+
+def test_qkv_keeps_its_dtype_under_autocast(tmp_path):
+    """Under bf16 autocast the scaled qkv output stays bf16 (the scale is cast to it)."""
+    _, path = pretrained_file(tmp_path, TINY_VIT)
+    backbone = build(path)
+    seen = []
+    backbone.layers[0].attn.qkv.register_forward_hook(lambda m, a, y: seen.append(y.dtype))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        backbone(torch.randn(2, 3, 32, 32))
+    assert seen == [torch.bfloat16]
+
+
+def test_fold_refused_where_the_qkv_bias_is_assembled_outside(tmp_path):
+    """mmaction's ViT adds ``[q_bias, 0, v_bias]`` outside the linear: scaling k / v cannot be
+    folded there (refused, model unchanged); the MLP scale alone folds."""
+    from tests.test_models.test_specs_toolboxes import setup
+    plain, build_model, batch_fn = setup('mmaction-vit', tmp_path)
+    _, x = batch_fn()
+    for targets in (('k', ), ('v', ), ('k', 'v', 'ff')):
+        backbone = build_model(dict(type='IA3', targets=targets)).backbone
+        randomise(backbone.peft.methods['ia3'])
+        backbone.eval()
+        with torch.no_grad():
+            before = backbone(x)
+            message = ('cannot fold IA3 into this qkv: its bias is assembled outside the linear '
+                       '(mmaction ViT q_bias / v_bias)')
+            with pytest.raises(ValueError, match=f'^{re.escape(message)}$'):
+                backbone.peft.merge()
+            assert torch.equal(backbone(x), before)
+    backbone = build_model(dict(type='IA3', targets=('ff', ))).backbone
+    randomise(backbone.peft.methods['ia3'])
+    backbone.eval()
+    with torch.no_grad():
+        before = backbone(x)
+        backbone.peft.merge()
+        torch.testing.assert_close(backbone(x), before, rtol=0, atol=1e-5)
