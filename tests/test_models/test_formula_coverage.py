@@ -191,6 +191,7 @@ FORMULA_TESTS = {
 ARGUMENTS = 'tests/test_models/test_method_arguments.py'
 DEFAULTS, ERRORS = f'{ARGUMENTS}::test_defaults', f'{ARGUMENTS}::test_errors_name_the_value'
 BLOCKS = f'{ARGUMENTS}::test_blocks_selects_the_blocks'
+RENAMED = f'{ARGUMENTS}::test_former_argument_names_still_work'
 KADAPTATION = 'tests/test_peft/test_kadaptation.py'
 OTHER_TESTS = {
     'KAdaptation': [DEFAULTS, ERRORS, BLOCKS,
@@ -198,14 +199,16 @@ OTHER_TESTS = {
                     f'{KADAPTATION}::test_merge_is_exact_and_plain',
                     f'{KADAPTATION}::test_bad_settings',
                     f'{KADAPTATION}::test_rule_shapes_init_and_accepted_settings'],
-    'PATT': [DEFAULTS, ERRORS, BLOCKS, 'tests/test_peft/test_patt.py::test_patt_rows',
+    'PATT': [DEFAULTS, ERRORS, BLOCKS, RENAMED, 'tests/test_peft/test_patt.py::test_patt_rows',
              'tests/test_peft/test_patt.py::test_patt_bad_targets'],
     'LoRand': [DEFAULTS, ERRORS, BLOCKS,
                f'{PEFT}/test_mona_lorand.py::test_lorand_init_bounds_and_settings'],
     'Mona': [DEFAULTS, BLOCKS, f'{PEFT}/test_mona_lorand.py::test_mona_init',
              f'{PEFT}/test_mona_lorand.py::test_mona_refuses_other_grid_ranks'],
     'SNF': [DEFAULTS, ERRORS, BLOCKS, f'{PEFT}/test_mona_lorand.py::test_snf_init'],
-    'PrefixTuning': [DEFAULTS, ERRORS, BLOCKS],
+    'PrefixTuning': [DEFAULTS, ERRORS, BLOCKS, RENAMED,
+                     f'{PEFT}/test_prefix.py::test_smallest_settings_and_kv_dtype_under_autocast'],
+    'Res-Tuning-Bypass': [RENAMED],
     'LoRA': [BLOCKS], 'Adapter': [BLOCKS], 'AdaptFormer': [BLOCKS], 'DyT': [BLOCKS],
 }
 FORMULA_TESTS = {name: tests + OTHER_TESTS.get(name, []) for name, tests in FORMULA_TESTS.items()}

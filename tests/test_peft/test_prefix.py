@@ -325,3 +325,19 @@ def test_video_swin_b_counts():
         assert sum(p.numel() for p in model.parameters() if p.requires_grad) == count, method
         length, width = method['length'], method['bottleneck']
         assert count == 12_032 * (length + 3 * width + 2) + 24 * width
+
+
+def test_smallest_settings_and_kv_dtype_under_autocast(tmp_path):
+    """One token and a width-1 reparameterisation are accepted; under bf16 autocast the
+    prefixes join the keys and values in the keys' dtype (bf16)."""
+    init_default_scope('mmpretrain')
+    backbone = MODELS.build(dict(type='vpetl_mm.PEFTBackbone', backbone=copy.deepcopy(TINY_VIT),
+                                 method=dict(type='PrefixTuning', length=1, bottleneck=1)))
+    generator = backbone.layers[0].attn.prefix
+    assert generator.down.out_features == 1
+    seen = []
+    backbone.peft.spec.on_attention_kv(
+        backbone.peft.spec.blocks[0], lambda k, v: seen.append((k.dtype, k.shape[2])) or (k, v))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        backbone(torch.randn(2, 3, 32, 32))
+    assert seen == [(torch.bfloat16, 1 + 16 + 1)]  # cls + 4 x 4 patches + one prefix
