@@ -222,10 +222,6 @@ class AttachRecord:
     def discard(self, entry: Attachment) -> None:
         self.entries = [e for e in self.entries if e is not entry]
 
-    def tuned_tensors(self) -> List[Tensor]:
-        """The backbone tensors this method trains in place."""
-        return [e.tensor for e in self.entries if isinstance(e, TunedTensor)]
-
     def _off(self) -> None:
         for entry in reversed(self.entries):
             if not entry.structural:
