@@ -205,7 +205,9 @@ OTHER_TESTS = {
                f'{PEFT}/test_mona_lorand.py::test_lorand_init_bounds_and_settings'],
     'Mona': [DEFAULTS, BLOCKS, f'{PEFT}/test_mona_lorand.py::test_mona_init',
              f'{PEFT}/test_mona_lorand.py::test_mona_refuses_other_grid_ranks'],
-    'SNF': [DEFAULTS, ERRORS, BLOCKS, f'{PEFT}/test_mona_lorand.py::test_snf_init'],
+    'SNF': [DEFAULTS, ERRORS, BLOCKS, f'{PEFT}/test_mona_lorand.py::test_snf_init',
+            f'{PEFT}/test_mona_lorand.py::'
+            'test_snf_recompute_saves_less_and_gives_the_same_gradients'],
     'PrefixTuning': [DEFAULTS, ERRORS, BLOCKS, RENAMED,
                      f'{PEFT}/test_prefix.py::test_smallest_settings_and_kv_dtype_under_autocast'],
     'Res-Tuning-Bypass': [RENAMED],

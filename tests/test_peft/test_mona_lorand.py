@@ -497,3 +497,29 @@ def test_lorand_init_bounds_and_settings():
         with pytest.raises(ValueError, match=f'LoRand branches, kernel and factor must be >= 1, '
                            f'got {got}'):
             LoRand(**kwargs)
+
+
+def test_snf_recompute_saves_less_and_gives_the_same_gradients():
+    """``recompute`` runs each flow under activation checkpointing when it trains: fewer
+    tensors kept for backward, the same gradients; a flow of length 0 is accepted."""
+    from vpetl_mm.peft.snf import NormalizingFlow
+    torch.manual_seed(0)
+    flows = {r: NormalizingFlow(8, 3, recompute=r) for r in (True, False)}
+    flows[False].load_state_dict(flows[True].state_dict())
+    x = torch.randn(2, 5, 8)
+    saved, grads = {}, {}
+    for r, flow in flows.items():
+        count = [0]
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t, c=count: c.__setitem__(0, c[0] + 1) or t, lambda t: t):
+            out = flow(x)
+        saved[r] = count[0]
+        out.square().sum().backward()
+        grads[r] = {n: p.grad for n, p in flow.named_parameters()}
+    assert saved[True] < saved[False]
+    for n in grads[True]:
+        torch.testing.assert_close(grads[True][n], grads[False][n])
+    with torch.no_grad():
+        torch.testing.assert_close(flows[True](x), flows[False](x))
+    assert NormalizingFlow(8, 0)(x).shape == x.shape
+    vpetl_mm.peft.snf.SNF(flow_length=0)
