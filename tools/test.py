@@ -11,13 +11,13 @@ import sys
 
 import mmengine
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 from tools.train import settle_dataloaders, use_cpu_distributed  # noqa: E402
-from vpetl_mm.compat import drop_package_scope  # noqa: E402
+from vpetl_mm.compat import read_config  # noqa: E402
 from vpetl_mm.compat.atomic_file import atomic_write_bytes  # noqa: E402
 from vpetl_mm.engine.data_paths import check_dataset_paths  # noqa: E402
 from vpetl_mm.engine.runtime import complete_peft_runtime  # noqa: E402
@@ -89,9 +89,7 @@ def merge_args(cfg, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    config = Config.fromfile(args.config)
-    drop_package_scope(config)  # a config inheriting vpetl_mm::... (an installed vpetl_mm)
-    cfg = merge_args(config, args)
+    cfg = merge_args(read_config(args.config), args)
     check_dataset_paths(cfg, loaders=('test_dataloader', ))
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     metrics = runner.test()

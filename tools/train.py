@@ -11,12 +11,12 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
-from vpetl_mm.compat import drop_package_scope  # noqa: E402
+from vpetl_mm.compat import read_config  # noqa: E402
 from vpetl_mm.engine.data_paths import check_dataset_paths  # noqa: E402
 from vpetl_mm.engine.runtime import complete_peft_runtime  # noqa: E402
 
@@ -163,9 +163,7 @@ def settle_dataloaders(cfg, no_pin_memory=False, no_persistent_workers=False):
 def main(argv=None):
     """Train as ``python tools/train.py *argv`` does; the runner, for callers in Python."""
     args = parse_args(argv)
-    config = Config.fromfile(args.config)
-    drop_package_scope(config)  # a config inheriting vpetl_mm::... (an installed vpetl_mm)
-    cfg = merge_args(config, args)
+    cfg = merge_args(read_config(args.config), args)
     check_dataset_paths(cfg, loaders=('train_dataloader', 'val_dataloader'))
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

@@ -14,11 +14,12 @@ Each one is applied at ``import vpetl_mm`` and is documented in its own module:
 * :mod:`.drop_path` stores mmcv's drop-path rates as Python floats (the toolboxes pass numpy
   floats, on which ``torch.compile`` broke the graph at every block).
 * :mod:`.config_package` adds vpetl_mm to mmengine's table of packages whose configs a
-  ``package::path`` base names, so configs can inherit ``vpetl_mm::vtab/...`` (the tools then
-  drop the ``vpetl_mm`` scope mmengine gives the inherited types).
+  ``package::path`` base names, so configs can inherit ``vpetl_mm::vtab/...`` (the tools read
+  configs with its ``read_config``, which drops the ``vpetl_mm`` scope mmengine gives the
+  inherited types).
 """
 from .checkpoint import allow_mmengine_checkpoint_types
-from .config_package import drop_package_scope, register_config_package
+from .config_package import read_config, register_config_package
 from .dist import CPUCompatibleDDP
 from .drop_path import patch_drop_path_float
 from .fileio import AtomicLocalBackend
@@ -32,6 +33,6 @@ register_config_package()
 
 __all__ = [
     'allow_mmengine_checkpoint_types', 'patch_drop_path_float', 'patch_mmaction_missing_drn',
-    'patch_pyav_frame_count', 'register_config_package', 'drop_package_scope',
+    'patch_pyav_frame_count', 'read_config', 'register_config_package',
     'AtomicLocalBackend', 'CPUCompatibleDDP'
 ]

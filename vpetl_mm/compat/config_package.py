@@ -8,7 +8,8 @@ once vpetl_mm is imported (the project's tools import it before reading the conf
 mmengine then gives every typed dict of the inherited file ``_scope_='vpetl_mm'``, the scope of
 a toolbox that owns its types. vpetl_mm's configs are toolbox configs (mmpretrain, mmaction,
 mmseg, mmdet: their ``default_scope``) whose own types say ``vpetl_mm.`` explicitly, so
-:func:`drop_package_scope` removes those ``_scope_`` keys again (the project's tools call it).
+:func:`read_config` (what the project's tools read configs with) removes those ``_scope_`` keys
+again.
 """
 
 
@@ -18,18 +19,22 @@ def register_config_package() -> None:
     utils.MODULE2PACKAGE.setdefault('vpetl_mm', 'vpetl_mm')
 
 
-def drop_package_scope(cfg) -> int:
-    """Remove ``_scope_='vpetl_mm'`` from every dict of ``cfg`` (a Config, dict or list), so its
-    types resolve in the run's ``default_scope``; returns how many were removed."""
-    cfg = getattr(cfg, '_cfg_dict', cfg)
-    removed = 0
+def read_config(path: str):
+    """``Config.fromfile(path)`` with the types of bases inherited as ``vpetl_mm::...`` resolving
+    in the run's ``default_scope``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(path)
+    drop_package_scope(cfg._cfg_dict)
+    return cfg
+
+
+def drop_package_scope(cfg) -> None:
+    """Remove ``_scope_='vpetl_mm'`` from every dict of ``cfg`` (nested dicts and lists)."""
     if isinstance(cfg, dict):
         if cfg.get('_scope_') == 'vpetl_mm':
             dict.pop(cfg, '_scope_')
-            removed += 1
         for value in cfg.values():
-            removed += drop_package_scope(value)
+            drop_package_scope(value)
     elif isinstance(cfg, (list, tuple)):
         for value in cfg:
-            removed += drop_package_scope(value)
-    return removed
+            drop_package_scope(value)

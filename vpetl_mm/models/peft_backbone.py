@@ -27,7 +27,7 @@ from torch import nn
 from vpetl_mm.registry import MODELS, PEFT_METHODS
 
 from .specs.base import BackboneSpec, get_spec
-from .specs.record import AttachRecord, HookAttachment
+from .specs.record import AttachRecord, HookAttachment, module_device
 
 
 class PEFTState(nn.Module):
@@ -159,12 +159,12 @@ class PEFTState(nn.Module):
         """
         self._check_live('detach')
         if names:
+            self.method_cfgs = [c for c, n in zip(self.method_cfgs, self.methods)
+                                if n not in names]  # built in the order of their configs
             for name in self._check_names(names):
                 self.methods[name].record.detach()
                 self.methods[name].record.forget()
                 del self.methods[name]
-            self.method_cfgs = [c for c, n in zip(self.method_cfgs, self._cfg_names())
-                                if n not in names]
             return
         for method in reversed(list(self.methods.values())):
             method.record.detach()
@@ -179,13 +179,6 @@ class PEFTState(nn.Module):
         self.spec.release()
         if backbone._modules.get('peft') is self:
             del backbone._modules['peft']
-
-    def _cfg_names(self) -> List[str]:
-        """The method name each entry of :attr:`method_cfgs` got."""
-        taken = {}
-        for cfg in self.method_cfgs:
-            taken[_method_name(cfg, taken)] = None
-        return list(taken)
 
     # -- sets -------------------------------------------------------------------------------
     def add_set(self, name: str, method: Union[dict, Sequence[dict]]) -> None:
@@ -202,8 +195,7 @@ class PEFTState(nn.Module):
             self._build(cfgs, methods)
         finally:
             self._take_off(methods)
-            with self._own_hooks_last():
-                self._put_on(self.methods)
+            self._put_on(self.methods)
         self._inactive[name] = (methods, copy.deepcopy(cfgs))
 
     def use(self, name: str) -> None:
@@ -216,20 +208,19 @@ class PEFTState(nn.Module):
         methods, cfgs = self._inactive.pop(name)
         self._take_off(self.methods)
         self._inactive[self.active] = (self.methods, self.method_cfgs)
-        device = next(iter(self.spec.backbone.parameters())).device
+        device = module_device(self.spec.backbone)
         self.methods, self.method_cfgs, self.active = methods.to(device), cfgs, name
-        with self._own_hooks_last():
-            self._put_on(self.methods)
+        self._put_on(self.methods)
 
     @staticmethod
     def _take_off(methods: nn.ModuleDict) -> None:
         for method in reversed(list(methods.values())):
             method.record.detach()
 
-    @staticmethod
-    def _put_on(methods: nn.ModuleDict) -> None:
-        for method in methods.values():
-            method.record.reattach()
+    def _put_on(self, methods: nn.ModuleDict) -> None:
+        with self._own_hooks_last():
+            for method in methods.values():
+                method.record.reattach()
 
     # -- merge ------------------------------------------------------------------------------
     @torch.no_grad()

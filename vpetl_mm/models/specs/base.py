@@ -187,7 +187,6 @@ class LinearSite:
             getattr(root, kind).append(entry)
             root._on_first_delta()
 
-        add()
         return keep(CallAttachment(add, lambda: root.remove_delta(fn)))
 
     def remove_delta(self, fn: Callable[[Tensor], Tensor]) -> None:
@@ -424,7 +423,6 @@ class BackboneSpec:
         if kind not in attn.__dict__:
             self._own_attribute(attn, kind, [])
         items = attn.__dict__[kind]
-        items.append(fn)
         return keep(CallAttachment(lambda: items.append(fn),
                                    lambda: items.remove(fn) if fn in items else None))
 

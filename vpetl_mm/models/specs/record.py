@@ -82,12 +82,13 @@ class HookAttachment(Attachment):
 
 class CallAttachment(Attachment):
     """A change made by ``add()`` and undone by ``undo()`` (an entry in a list the spec
-    reads, a delta of a linear site). ``add`` has already run when this is built."""
+    reads, a delta of a linear site); ``add`` runs when this is built."""
 
     def __init__(self, add: Callable[[], None], undo: Callable[[], None]):
         super().__init__()
         self._add = add
         self._undo = undo
+        add()
 
     def _apply(self):
         self._add()
